@@ -1,0 +1,1 @@
+//! TPS agent (see issue: agent). Placeholder until the agent lands.

@@ -1,0 +1,340 @@
+//! The collector's configuration file: TOML parsed into raw values, then validated into
+//! a typed [`Config`] (TLS material loaded, ranges checked) before anything is bound.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::store::Synchronous;
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub grpc_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    /// `None` only when the file says `plaintext = true`.
+    pub tls: Option<TlsMaterial>,
+    pub data_dir: PathBuf,
+    pub synchronous: Synchronous,
+    pub ingest: IngestConfig,
+    pub enroll: EnrollConfig,
+}
+
+/// PEM certificate chain and private key, read from the configured files.
+#[derive(Clone)]
+pub struct TlsMaterial {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TlsMaterial {{ cert: {} bytes, key: .. }}", self.cert_pem.len())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct IngestConfig {
+    /// Most measurements in one push (RESOURCE_EXHAUSTED above it).
+    pub max_batch: usize,
+    /// Push interval handed to agents.
+    pub push_interval_secs: u32,
+    /// How far in the future a measurement's start may lie by the server's clock.
+    pub max_future: Duration,
+    /// Jobs the writer queue holds.
+    pub queue_capacity: usize,
+    /// How long a push waits for room in a full queue before UNAVAILABLE.
+    pub queue_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct EnrollConfig {
+    /// Wrong codes one station may see per window before it is locked.
+    pub max_failures_per_station: u32,
+    /// Wrong codes one peer address may send per window before it is locked.
+    pub max_failures_per_peer: u32,
+    pub window: Duration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_batch: 500,
+            push_interval_secs: 60,
+            max_future: Duration::from_secs(300),
+            queue_capacity: 4096,
+            queue_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for EnrollConfig {
+    fn default() -> Self {
+        EnrollConfig {
+            max_failures_per_station: 5,
+            max_failures_per_peer: 20,
+            window: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+impl Config {
+    /// A plaintext configuration on the given data directory; for tests and tools.
+    pub fn plaintext(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            grpc_listen: "127.0.0.1:50051".parse().unwrap_or_else(|_| unreachable!()),
+            http_listen: "127.0.0.1:8080".parse().unwrap_or_else(|_| unreachable!()),
+            tls: None,
+            data_dir: data_dir.into(),
+            synchronous: Synchronous::Full,
+            ingest: IngestConfig::default(),
+            enroll: EnrollConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: {field}: {problem}")]
+    Invalid { path: PathBuf, field: &'static str, problem: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    grpc: RawListen,
+    #[serde(default)]
+    http: RawListen,
+    #[serde(default)]
+    tls: RawTls,
+    store: RawStore,
+    #[serde(default)]
+    ingest: RawIngest,
+    #[serde(default)]
+    enroll: RawEnroll,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    #[serde(default)]
+    plaintext: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    data_dir: PathBuf,
+    synchronous: Option<Synchronous>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIngest {
+    max_batch: Option<u64>,
+    push_interval_secs: Option<u64>,
+    max_future_secs: Option<u64>,
+    queue_capacity: Option<u64>,
+    queue_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnroll {
+    max_failures_per_station: Option<u32>,
+    max_failures_per_peer: Option<u32>,
+    window_secs: Option<u64>,
+}
+
+/// Reads and validates a config file. Relative paths inside it are taken relative to
+/// the file's own directory, so a config works wherever it is started from.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    parse(&text, path)
+}
+
+/// Validates config text; `path` names the file in messages and anchors relative paths.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let raw: Raw = toml::from_str(text)
+        .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let invalid = |field: &'static str, problem: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        field,
+        problem,
+    };
+    let addr = |field: &'static str, v: Option<String>, default: &str| -> Result<SocketAddr, ConfigError> {
+        let s = v.unwrap_or_else(|| default.to_string());
+        s.parse()
+            .map_err(|_| invalid(field, format!("{s:?} is not an address like 0.0.0.0:50051 or [::]:50051")))
+    };
+    let grpc_listen = addr("grpc.listen", raw.grpc.listen, "0.0.0.0:50051")?;
+    let http_listen = addr("http.listen", raw.http.listen, "0.0.0.0:8080")?;
+    if grpc_listen == http_listen && grpc_listen.port() != 0 {
+        return Err(invalid("http.listen", format!("{http_listen} is also grpc.listen; use two ports")));
+    }
+
+    let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+    let tls = match (raw.tls.cert, raw.tls.key, raw.tls.plaintext) {
+        (Some(_), Some(_), true) => {
+            return Err(invalid("tls.plaintext", "is true while tls.cert and tls.key are set; choose one".into()));
+        }
+        (Some(cert), Some(key), false) => {
+            let read = |field: &'static str, p: PathBuf| {
+                let p = resolve(p);
+                std::fs::read(&p).map_err(|e| invalid(field, format!("cannot read {}: {e}", p.display())))
+            };
+            let cert_pem = read("tls.cert", cert)?;
+            let key_pem = read("tls.key", key)?;
+            if !String::from_utf8_lossy(&cert_pem).contains("-----BEGIN CERTIFICATE-----") {
+                return Err(invalid("tls.cert", "is not a PEM certificate".into()));
+            }
+            if !String::from_utf8_lossy(&key_pem).contains("PRIVATE KEY-----") {
+                return Err(invalid("tls.key", "is not a PEM private key".into()));
+            }
+            Some(TlsMaterial { cert_pem, key_pem })
+        }
+        (Some(_), None, _) => return Err(invalid("tls.key", "is missing while tls.cert is set".into())),
+        (None, Some(_), _) => return Err(invalid("tls.cert", "is missing while tls.key is set".into())),
+        (None, None, true) => None,
+        (None, None, false) => {
+            return Err(invalid(
+                "tls",
+                "set tls.cert and tls.key, or say `plaintext = true` to serve without TLS".into(),
+            ));
+        }
+    };
+
+    let d = IngestConfig::default();
+    let range = |field: &'static str, v: Option<u64>, default: u64, lo: u64, hi: u64| -> Result<u64, ConfigError> {
+        let v = v.unwrap_or(default);
+        if v < lo || v > hi {
+            return Err(invalid(field, format!("{v} is outside {lo}..={hi}")));
+        }
+        Ok(v)
+    };
+    let ingest = IngestConfig {
+        max_batch: range("ingest.max_batch", raw.ingest.max_batch, d.max_batch as u64, 1, 10_000)? as usize,
+        push_interval_secs: range(
+            "ingest.push_interval_secs",
+            raw.ingest.push_interval_secs,
+            u64::from(d.push_interval_secs),
+            1,
+            3600,
+        )? as u32,
+        max_future: Duration::from_secs(range(
+            "ingest.max_future_secs",
+            raw.ingest.max_future_secs,
+            d.max_future.as_secs(),
+            0,
+            86_400,
+        )?),
+        queue_capacity: range(
+            "ingest.queue_capacity",
+            raw.ingest.queue_capacity,
+            d.queue_capacity as u64,
+            1,
+            1_000_000,
+        )? as usize,
+        queue_timeout: Duration::from_millis(range(
+            "ingest.queue_timeout_ms",
+            raw.ingest.queue_timeout_ms,
+            d.queue_timeout.as_millis() as u64,
+            0,
+            60_000,
+        )?),
+    };
+    let e = EnrollConfig::default();
+    let enroll = EnrollConfig {
+        max_failures_per_station: range(
+            "enroll.max_failures_per_station",
+            raw.enroll.max_failures_per_station.map(u64::from),
+            u64::from(e.max_failures_per_station),
+            1,
+            1000,
+        )? as u32,
+        max_failures_per_peer: range(
+            "enroll.max_failures_per_peer",
+            raw.enroll.max_failures_per_peer.map(u64::from),
+            u64::from(e.max_failures_per_peer),
+            1,
+            100_000,
+        )? as u32,
+        window: Duration::from_secs(range(
+            "enroll.window_secs",
+            raw.enroll.window_secs,
+            e.window.as_secs(),
+            1,
+            86_400,
+        )?),
+    };
+    if raw.store.data_dir.as_os_str().is_empty() {
+        return Err(invalid("store.data_dir", "is empty".into()));
+    }
+    Ok(Config {
+        grpc_listen,
+        http_listen,
+        tls,
+        data_dir: resolve(raw.store.data_dir),
+        synchronous: raw.store.synchronous.unwrap_or(Synchronous::Full),
+        ingest,
+        enroll,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        parse(text, Path::new("/etc/tps/c.toml")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn minimal_plaintext_config() {
+        let c = parse("[tls]\nplaintext = true\n[store]\ndata_dir = \"data\"\n", Path::new("/etc/tps/c.toml")).unwrap();
+        assert!(c.tls.is_none());
+        assert_eq!(c.data_dir, PathBuf::from("/etc/tps/data"));
+        assert_eq!(c.grpc_listen.port(), 50051);
+        assert_eq!(c.http_listen.port(), 8080);
+        assert_eq!(c.synchronous, Synchronous::Full);
+        assert_eq!(c.ingest.max_batch, 500);
+    }
+
+    #[test]
+    fn tls_must_be_chosen() {
+        assert!(err("[store]\ndata_dir = \"d\"\n").contains("tls: set tls.cert and tls.key, or say `plaintext = true`"));
+        assert!(err("[tls]\ncert = \"c.pem\"\n[store]\ndata_dir = \"d\"\n").contains("tls.key: is missing"));
+        assert!(err("[tls]\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\n[store]\ndata_dir = \"d\"\n")
+            .contains("tls.cert: cannot read /nonexistent/c.pem"));
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let base = "[tls]\nplaintext = true\n[store]\ndata_dir = \"d\"\n";
+        assert!(err(&format!("{base}[ingest]\nmax_batch = 0\n")).contains("ingest.max_batch: 0 is outside 1..=10000"));
+        assert!(err(&format!("[grpc]\nlisten = \"nope\"\n{base}")).contains("grpc.listen: \"nope\" is not an address"));
+        assert!(err(&format!("{base}[ingest]\nmax_bacth = 3\n")).contains("unknown field `max_bacth`"));
+        assert!(err(&format!("{base}[store]\n")).contains("duplicate"), "{}", err(&format!("{base}[store]\n")));
+        assert!(err("[tls]\nplaintext = true\n").contains("missing field `store`"));
+        assert!(err(&format!("{base}")
+            .replace("data_dir = \"d\"", "data_dir = \"d\"\nsynchronous = \"off\""))
+            .contains("unknown variant `off`"));
+    }
+}

@@ -1,0 +1,118 @@
+//! The HTTP API (axum): health, station detail as JSON, and Prometheus metrics.
+//! Errors are JSON `{"error": "..."}` naming what was wrong.
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use rusqlite::Connection;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::domain::{Station, TpsCode};
+use crate::live::{AgentLive, Live};
+use crate::metrics::Metrics;
+use crate::store::{self, writer::Writer};
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub live: Arc<Live>,
+    pub metrics: Arc<Metrics>,
+    pub writer: Writer,
+    /// A read-only connection for registry lookups; reads are rare and short, so one
+    /// connection behind a mutex (used from blocking threads) is enough.
+    pub reader: Arc<Mutex<Connection>>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/stations/{tps_code}", get(station))
+        .with_state(state)
+}
+
+/// A JSON error with its status code.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl ApiError {
+    fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "HTTP handler failed");
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+/// Runs a read against the store on a blocking thread.
+async fn read<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&Connection) -> Result<T, store::StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let reader = state.reader.clone();
+    tokio::task::spawn_blocking(move || {
+        let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
+        f(&conn)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    let store = read(&state, |c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)).await;
+    let body = json!({
+        "status": if store.is_ok() { "ok" } else { "failing" },
+        "store": match &store { Ok(_) => "ok".to_string(), Err(e) => e.1.clone() },
+        "write_queue": state.writer.queued(),
+        "enrolled_agents": state.live.active_agents(),
+    });
+    let code = if store.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    state.metrics.enrolled_agents.set(state.live.active_agents() as i64);
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+#[derive(Debug, Serialize)]
+struct StationDetail {
+    #[serde(flatten)]
+    station: Station,
+    regency_code: String,
+    district_code: String,
+    /// Newest contact from any of the station's agents.
+    last_seen_ms: Option<i64>,
+    agents: Vec<AgentLive>,
+}
+
+async fn station(State(state): State<AppState>, Path(code): Path<String>) -> Result<Json<StationDetail>, ApiError> {
+    let tps: TpsCode = code
+        .parse()
+        .map_err(|e: crate::domain::BadTpsCode| ApiError(StatusCode::BAD_REQUEST, format!("tps_code: {e}")))?;
+    let station = read(&state, move |c| store::station(c, &tps))
+        .await?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("TPS {tps} is not in the registry")))?;
+    let agents = state.live.agents_of(&tps);
+    Ok(Json(StationDetail {
+        regency_code: tps.region(crate::domain::RegionLevel::Regency),
+        district_code: tps.region(crate::domain::RegionLevel::District),
+        last_seen_ms: agents.iter().filter_map(|a| a.last_seen_ms).max(),
+        station,
+        agents,
+    }))
+}

@@ -1,0 +1,227 @@
+//! The agent-facing gRPC service `tps.v1.Collector`: enrollment (code for token) and
+//! push (authenticate, validate at the edge, store, then acknowledge).
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tonic::{Request, Response, Status};
+use tps_proto::v1 as pb;
+
+use crate::auth::{self, CodeKey, FailureLimiter};
+use crate::config::{EnrollConfig, IngestConfig};
+use crate::domain::{Push, TpsCode, newest_per_target, now_ms};
+use crate::live::{AgentLive, Live, Seen, TokenCheck};
+use crate::metrics::Metrics;
+use crate::store::writer::{EnrollJob, EnrollOutcome, WriteError, Writer};
+use crate::wire::{self, PushLimits};
+
+/// Most distinct stations and peers whose wrong codes are remembered at once.
+const LIMITER_KEYS: usize = 100_000;
+
+/// State the service needs; one per collector.
+#[derive(Debug)]
+pub struct Ingest {
+    writer: Writer,
+    live: Arc<Live>,
+    metrics: Arc<Metrics>,
+    code_key: CodeKey,
+    limits: PushLimits,
+    settings: pb::AgentSettings,
+    /// Wrong enrollment codes per station and per peer address.
+    limiters: Mutex<(FailureLimiter, FailureLimiter)>,
+}
+
+impl Ingest {
+    pub fn new(
+        writer: Writer,
+        live: Arc<Live>,
+        metrics: Arc<Metrics>,
+        code_key: CodeKey,
+        ingest: &IngestConfig,
+        enroll: &EnrollConfig,
+    ) -> Self {
+        Ingest {
+            writer,
+            live,
+            metrics,
+            code_key,
+            limits: PushLimits {
+                max_batch: ingest.max_batch,
+                max_future_ms: ingest.max_future.as_millis() as i64,
+            },
+            settings: wire::settings(ingest.push_interval_secs, ingest.max_batch),
+            limiters: Mutex::new((
+                FailureLimiter::new(enroll.max_failures_per_station, enroll.window, LIMITER_KEYS),
+                FailureLimiter::new(enroll.max_failures_per_peer, enroll.window, LIMITER_KEYS),
+            )),
+        }
+    }
+
+    fn limiters(&self) -> std::sync::MutexGuard<'_, (FailureLimiter, FailureLimiter)> {
+        self.limiters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn reject(&self, reason: &'static str, status: Status) -> Status {
+        self.metrics.reject(reason);
+        status
+    }
+
+    fn authenticate<T>(&self, req: &Request<T>) -> Result<(u64, TpsCode), Status> {
+        let Some(value) = req.metadata().get("authorization") else {
+            return Err(self.reject(
+                "unauthenticated",
+                Status::unauthenticated("missing `authorization: Bearer <token>`; enroll this agent first"),
+            ));
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or("");
+        match self.live.check_token(&auth::token_hash(token)) {
+            TokenCheck::Valid { agent_id, tps_code } => Ok((agent_id, tps_code)),
+            TokenCheck::Revoked => Err(self.reject(
+                "unauthenticated",
+                Status::unauthenticated("this agent's token was revoked; re-enroll with a new enrollment code"),
+            )),
+            TokenCheck::Unknown => Err(self.reject(
+                "unauthenticated",
+                Status::unauthenticated("unknown token; re-enroll this agent"),
+            )),
+        }
+    }
+}
+
+fn write_error(e: WriteError) -> Status {
+    match e {
+        WriteError::Busy(_) => Status::unavailable(e.to_string()),
+        WriteError::Store(e) => {
+            tracing::error!(error = %e, "store write failed");
+            Status::unavailable(format!("the collector could not store this; retry later ({e})"))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::collector_server::Collector for Ingest {
+    async fn enroll(&self, req: Request<pb::EnrollRequest>) -> Result<Response<pb::EnrollResponse>, Status> {
+        let peer = req.remote_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+        let req = req.into_inner();
+        let tps_code: TpsCode = req.tps_code.trim().parse().map_err(|e: crate::domain::BadTpsCode| {
+            self.metrics.enrollment("invalid");
+            Status::invalid_argument(format!("tps_code: {e}"))
+        })?;
+        let code = auth::normalize_code(&req.enrollment_code).map_err(|e| {
+            self.metrics.enrollment("invalid");
+            Status::invalid_argument(format!("enrollment_code: {e}"))
+        })?;
+        let station_key = format!("station:{tps_code}");
+        let peer_key = format!("peer:{peer}");
+        {
+            let now = Instant::now();
+            let mut l = self.limiters();
+            let wait = l.0.check(&station_key, now).err().or_else(|| l.1.check(&peer_key, now).err());
+            if let Some(wait) = wait {
+                self.metrics.enrollment("rate_limited");
+                return Err(Status::resource_exhausted(format!(
+                    "too many wrong enrollment codes for TPS {tps_code} or from this address; try again in {} minute(s)",
+                    wait.as_secs().div_ceil(60)
+                )));
+            }
+        }
+        let facts = req.agent.unwrap_or_default();
+        let (token, token_hash) = auth::new_token();
+        let now = now_ms();
+        let job = EnrollJob {
+            tps_code,
+            code_hash: self.code_key.hash(tps_code.as_str(), &code),
+            token_hash,
+            hostname: facts.hostname.chars().take(256).collect(),
+            os: facts.os.chars().take(256).collect(),
+            agent_version: facts.agent_version.chars().take(64).collect(),
+            now_ms: now,
+        };
+        let outcome = self.writer.enroll(job.clone()).await.map_err(write_error)?;
+        let fail = |this: &Self| {
+            let now = Instant::now();
+            let mut l = this.limiters();
+            l.0.fail(&station_key, now);
+            l.1.fail(&peer_key, now);
+        };
+        match outcome {
+            EnrollOutcome::UnknownStation => {
+                fail(self);
+                self.metrics.enrollment("unknown_station");
+                Err(Status::not_found(format!(
+                    "TPS {tps_code} is not in the station registry; check the TPS code printed on the kit"
+                )))
+            }
+            EnrollOutcome::WrongCode => {
+                fail(self);
+                self.metrics.enrollment("wrong_code");
+                Err(Status::permission_denied(format!(
+                    "the enrollment code is not valid for TPS {tps_code}: mistyped, already used, or replaced; \
+                     check it or ask the operator for a new one"
+                )))
+            }
+            EnrollOutcome::Enrolled { agent_id } => {
+                self.limiters().0.succeed(&station_key);
+                self.live.add_agent(
+                    AgentLive {
+                        agent_id,
+                        tps_code,
+                        hostname: job.hostname,
+                        os: job.os,
+                        agent_version: job.agent_version,
+                        enrolled_ms: now,
+                        revoked: false,
+                        acked_seq: 0,
+                        last_seen_ms: None,
+                        clock_skew_ms: None,
+                        status: None,
+                        latest: Vec::new(),
+                    },
+                    token_hash,
+                );
+                self.metrics.enrollment("enrolled");
+                self.metrics.enrolled_agents.inc();
+                tracing::info!(%tps_code, agent_id, %peer, "agent enrolled");
+                Ok(Response::new(pb::EnrollResponse { agent_id, token, settings: Some(self.settings) }))
+            }
+        }
+    }
+
+    async fn push(&self, req: Request<pb::PushRequest>) -> Result<Response<pb::PushResponse>, Status> {
+        let (agent_id, tps_code) = self.authenticate(&req)?;
+        let req = req.into_inner();
+        let now = now_ms();
+        let status = wire::status(req.status).map_err(|e| self.reject(e.reason(), e.into()))?;
+        let measurements =
+            wire::measurements(req.measurements, now, &self.limits).map_err(|e| self.reject(e.reason(), e.into()))?;
+        let clock_skew_ms = if status.agent_time_ms > 0 { now - status.agent_time_ms } else { 0 };
+        let newest: Vec<_> = newest_per_target(&measurements).into_iter().cloned().collect();
+        let mut seen = Seen { agent_id, received_ms: now, clock_skew_ms, acked_seq: 0, status: status.clone() };
+        let push = Push { agent_id, tps_code, received_ms: now, clock_skew_ms, status, measurements };
+        let outcome = match self.writer.push(push).await {
+            Ok(o) => o,
+            Err(e) => {
+                self.metrics.reject(match e {
+                    WriteError::Busy(_) => "busy",
+                    WriteError::Store(_) => "store_error",
+                });
+                return Err(write_error(e));
+            }
+        };
+        seen.acked_seq = outcome.acked_seq;
+        self.live.apply(&seen, newest);
+        self.metrics.pushes.inc();
+        self.metrics.measurements_stored.inc_by(outcome.stored);
+        self.metrics.measurements_duplicate.inc_by(outcome.duplicates);
+        Ok(Response::new(pb::PushResponse {
+            acked_seq: outcome.acked_seq,
+            server_time_ms: now_ms(),
+            settings: Some(self.settings),
+        }))
+    }
+}

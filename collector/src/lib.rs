@@ -1,0 +1,32 @@
+//! The TPS connectivity collector: knows every registered polling station, lets agents
+//! enroll, takes their measurements over gRPC and never loses one it acknowledged.
+//!
+//! # Layout
+//! - [`config`]: the TOML config, validated into typed values before anything binds.
+//! - [`domain`]: stations, agents, measurements — free of wire and storage formats.
+//! - [`wire`]: the edge; `tps.v1` messages are validated and converted here only.
+//! - [`registry`]: parsing and validating the station registry CSV.
+//! - [`auth`]: tokens, one-time enrollment codes, their hashes, wrong-code limits.
+//! - [`store`]: SQLite schema, migrations, queries; [`store::writer`] is the one
+//!   batching writer that every push and enrollment goes through.
+//! - [`live`]: the in-memory view (token → agent, last seen, latest per target).
+//! - [`ingest`]: the gRPC service `tps.v1.Collector`.
+//! - [`http`]: health, station API, Prometheus metrics.
+//! - [`metrics`]: the metrics themselves.
+//! - [`commands`]: import-stations, enroll-codes, revoke-agent.
+//! - [`server`]: [`server::run`] wires it together on given listeners.
+
+pub mod auth;
+pub mod commands;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod ingest;
+pub mod live;
+pub mod metrics;
+pub mod registry;
+pub mod server;
+pub mod store;
+pub mod wire;
+
+pub use server::{Listeners, run};

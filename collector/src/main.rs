@@ -1,0 +1,142 @@
+//! `tps-collector`: parse flags, load config, call the library.
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tps_collector::{Listeners, commands, config};
+
+#[derive(Parser)]
+#[command(version, about = "TPS connectivity collector")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the store is: from a config file, or a data directory given directly.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct StoreArgs {
+    /// Collector config file (its store.data_dir is used).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory holding collector.sqlite.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    fn data_dir(&self) -> anyhow::Result<PathBuf> {
+        match (&self.config, &self.data_dir) {
+            (Some(c), _) => Ok(config::load(c)?.data_dir),
+            (None, Some(d)) => Ok(d.clone()),
+            (None, None) => anyhow::bail!("give --config FILE or --data-dir DIR"),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve gRPC (agents) and HTTP (API, metrics).
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+        /// Import (or re-import) this station registry CSV before serving.
+        #[arg(long)]
+        import_stations: Option<PathBuf>,
+    },
+    /// Import or update the station registry from a CSV file.
+    ImportStations {
+        file: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Issue one-time enrollment codes for the stations of a region into a CSV file.
+    EnrollCodes {
+        /// Region code (21, 21.71, 21.71.01, a village or a TPS code); all stations if absent.
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Revoke an agent's token (a replaced or lost device).
+    RevokeAgent {
+        agent_id: u64,
+        #[arg(long, default_value = "revoked by operator")]
+        reason: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Validate a config file and exit.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Serve { config, import_stations } => {
+            let config = config::load(&config)?;
+            if let Some(file) = import_stations {
+                commands::import_stations(&config.data_dir, &file)?;
+            }
+            tokio::runtime::Runtime::new()?.block_on(async {
+                let listeners = Listeners::bind(&config).await?;
+                tps_collector::run(config, listeners, shutdown_signal()).await?;
+                Ok(())
+            })
+        }
+        Command::ImportStations { file, store } => {
+            commands::import_stations(&store.data_dir()?, &file)?;
+            Ok(())
+        }
+        Command::EnrollCodes { region, out, store } => {
+            let n = commands::enroll_codes(&store.data_dir()?, region.as_deref(), &out)?;
+            println!("{n} enrollment codes written to {}", out.display());
+            Ok(())
+        }
+        Command::RevokeAgent { agent_id, reason, store } => {
+            let tps = commands::revoke_agent(&store.data_dir()?, agent_id, &reason)?;
+            println!("agent {agent_id} of TPS {tps} revoked");
+            Ok(())
+        }
+        Command::CheckConfig { config } => {
+            let c = config::load(&config).with_context(|| "config rejected")?;
+            println!("{}: ok (gRPC {}, HTTP {}, data in {})", config.display(), c.grpc_listen, c.http_listen, c.data_dir.display());
+            Ok(())
+        }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down: finishing in-flight pushes");
+}

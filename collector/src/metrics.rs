@@ -1,0 +1,114 @@
+//! The collector's own Prometheus metrics: what it ingested, what it refused and why,
+//! how long commits take, and what its bounded queues had to turn away.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, &'static str)>;
+
+/// Every metric, registered once; shared as `Arc<Metrics>`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub pushes: Counter,
+    pub measurements_stored: Counter,
+    pub measurements_duplicate: Counter,
+    /// Pushes and enrollments refused, by reason.
+    rejects: Family<Labels, Counter>,
+    enrollments: Family<Labels, Counter>,
+    pub commit_seconds: Histogram,
+    pub commit_jobs: Histogram,
+    pub commit_failures: Counter,
+    /// Writes turned away because the writer's queue stayed full.
+    pub write_queue_full: Counter,
+    pub enrolled_agents: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tps");
+        let pushes = Counter::default();
+        let measurements_stored = Counter::default();
+        let measurements_duplicate = Counter::default();
+        let rejects = Family::<Labels, Counter>::default();
+        let enrollments = Family::<Labels, Counter>::default();
+        let commit_seconds = Histogram::new(exponential_buckets(0.000_25, 2.0, 14));
+        let commit_jobs = Histogram::new(exponential_buckets(1.0, 2.0, 11));
+        let commit_failures = Counter::default();
+        let write_queue_full = Counter::default();
+        let enrolled_agents = Gauge::default();
+        registry.register("pushes", "Pushes accepted and stored", pushes.clone());
+        registry.register(
+            "measurements_stored",
+            "Measurements newly stored",
+            measurements_stored.clone(),
+        );
+        registry.register(
+            "measurements_duplicate",
+            "Measurements received again after they were stored (acknowledged, not stored twice)",
+            measurements_duplicate.clone(),
+        );
+        registry.register("push_rejects", "Pushes refused, by reason", rejects.clone());
+        registry.register("enrollments", "Enrollment attempts, by result", enrollments.clone());
+        registry.register(
+            "store_commit_seconds",
+            "Time to commit one batch of writes to SQLite",
+            commit_seconds.clone(),
+        );
+        registry.register(
+            "store_commit_jobs",
+            "Pushes and enrollments committed together in one transaction",
+            commit_jobs.clone(),
+        );
+        registry.register("store_commit_failures", "Failed commits", commit_failures.clone());
+        registry.register(
+            "store_queue_full",
+            "Writes refused because the write queue stayed full",
+            write_queue_full.clone(),
+        );
+        registry.register(
+            "enrolled_agents",
+            "Agents enrolled and not revoked",
+            enrolled_agents.clone(),
+        );
+        Metrics {
+            registry,
+            pushes,
+            measurements_stored,
+            measurements_duplicate,
+            rejects,
+            enrollments,
+            commit_seconds,
+            commit_jobs,
+            commit_failures,
+            write_queue_full,
+            enrolled_agents,
+        }
+    }
+
+    pub fn reject(&self, reason: &'static str) {
+        self.rejects.get_or_create(&vec![("reason", reason)]).inc();
+    }
+
+    pub fn enrollment(&self, result: &'static str) {
+        self.enrollments.get_or_create(&vec![("result", result)]).inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,422 @@
+//! The embedded SQLite store: opening the database, schema migrations, and every query
+//! outside the hot write path (registry import, enrollment codes, revocation, reads).
+//! The hot path — pushes and enrollments — goes through the single batching writer in
+//! [`writer`].
+//!
+//! Durability: WAL journal with `synchronous = FULL` by default, so a commit is on disk
+//! (fsync of the WAL) before a push is acknowledged; a power cut loses nothing that was
+//! acknowledged. `synchronous = NORMAL` can be configured: it survives a process crash
+//! but a power cut may lose the last commits (acknowledged ones included).
+
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::domain::{AgentId, AgentStatus, Measurement, Method, RegionLevel, Rtt, Station, TpsCode};
+
+/// How hard a commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// fsync on every commit: acknowledged data survives a power cut.
+    Full,
+    /// fsync at checkpoints only: survives a crash of the process, not of the machine.
+    Normal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("cannot use the data directory {path}: {source}")]
+    Dir { path: PathBuf, source: std::io::Error },
+    #[error(
+        "the database schema is version {found}, newer than this program knows ({known}); use a newer tps-collector"
+    )]
+    TooNew { found: i64, known: i64 },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("the commit failed: {0}")]
+    CommitFailed(String),
+    #[error("the store writer has stopped")]
+    WriterGone,
+}
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE stations (
+    tps_code      TEXT PRIMARY KEY,
+    village_code  TEXT NOT NULL,
+    village       TEXT NOT NULL,
+    district      TEXT NOT NULL,
+    regency       TEXT NOT NULL,
+    province      TEXT NOT NULL,
+    -- dotted region codes derived from tps_code, for grouping
+    regency_code  TEXT NOT NULL,
+    district_code TEXT NOT NULL,
+    lat           REAL,
+    lon           REAL,
+    voters        INTEGER NOT NULL,
+    created_ms    INTEGER NOT NULL,
+    updated_ms    INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX stations_district ON stations(district_code);
+
+-- One unused enrollment code per station; the row is deleted when the code is used.
+CREATE TABLE enrollment_codes (
+    tps_code   TEXT PRIMARY KEY REFERENCES stations(tps_code),
+    code_hash  BLOB NOT NULL,
+    issued_ms  INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE agents (
+    -- AUTOINCREMENT: an id is never reused, even after the newest agent is deleted
+    agent_id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    tps_code       TEXT NOT NULL REFERENCES stations(tps_code),
+    token_hash     BLOB NOT NULL UNIQUE,
+    hostname       TEXT NOT NULL,
+    os             TEXT NOT NULL,
+    agent_version  TEXT NOT NULL,
+    enrolled_ms    INTEGER NOT NULL,
+    revoked_ms     INTEGER,
+    revoked_reason TEXT,
+    acked_seq      INTEGER NOT NULL DEFAULT 0,
+    last_seen_ms   INTEGER,
+    clock_skew_ms  INTEGER,
+    status_json    TEXT
+);
+CREATE INDEX agents_tps ON agents(tps_code);
+CREATE INDEX agents_revoked ON agents(revoked_ms) WHERE revoked_ms IS NOT NULL;
+
+-- Every stored measurement. The rowid gives insertion order: the cursor for sinks.
+CREATE TABLE measurements (
+    id             INTEGER PRIMARY KEY,
+    agent_id       INTEGER NOT NULL,
+    seq            INTEGER NOT NULL,
+    start_ms       INTEGER NOT NULL,
+    target_name    TEXT NOT NULL,
+    target_address TEXT NOT NULL,
+    method         TEXT NOT NULL,
+    sent           INTEGER NOT NULL,
+    received       INTEGER NOT NULL,
+    rtt_min_ms     REAL,
+    rtt_avg_ms     REAL,
+    rtt_max_ms     REAL,
+    jitter_ms      REAL,
+    received_ms    INTEGER NOT NULL,
+    UNIQUE (agent_id, seq)
+);
+
+-- The newest measurement per agent and target, so the live view rebuilds without a scan.
+CREATE TABLE latest (
+    agent_id       INTEGER NOT NULL,
+    target_name    TEXT NOT NULL,
+    seq            INTEGER NOT NULL,
+    start_ms       INTEGER NOT NULL,
+    target_address TEXT NOT NULL,
+    method         TEXT NOT NULL,
+    sent           INTEGER NOT NULL,
+    received       INTEGER NOT NULL,
+    rtt_min_ms     REAL,
+    rtt_avg_ms     REAL,
+    rtt_max_ms     REAL,
+    jitter_ms      REAL,
+    PRIMARY KEY (agent_id, target_name)
+) WITHOUT ROWID;
+"#];
+
+/// The database file inside a data directory.
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("collector.sqlite")
+}
+
+/// Opens (creating if needed) the database in `data_dir` and brings its schema up to date.
+pub fn open(data_dir: &Path, sync: Synchronous) -> Result<Connection, StoreError> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|source| StoreError::Dir { path: data_dir.to_path_buf(), source })?;
+    let mut conn = Connection::open(db_path(data_dir))?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match sync {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        },
+    )?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(StoreError::TooNew { found: version, known });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "applied schema migration");
+    }
+    Ok(())
+}
+
+/// What an import changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportSummary {
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    /// Stations in the store that the file does not list; kept, with their history.
+    pub not_in_file: u64,
+}
+
+/// Writes a validated registry in one transaction: new stations are added, known ones
+/// updated in place (their agents and history stay), none removed.
+pub fn import_stations(
+    conn: &mut Connection,
+    stations: &[Station],
+    now_ms: i64,
+    mut progress: impl FnMut(u64),
+) -> Result<ImportSummary, StoreError> {
+    let tx = conn.transaction()?;
+    let mut s = ImportSummary { inserted: 0, updated: 0, unchanged: 0, not_in_file: 0 };
+    {
+        let mut insert = tx.prepare(
+            "INSERT INTO stations (tps_code, village_code, village, district, regency, province,
+                 regency_code, district_code, lat, lon, voters, created_ms, updated_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)
+             ON CONFLICT (tps_code) DO UPDATE SET
+                 village_code = excluded.village_code, village = excluded.village,
+                 district = excluded.district, regency = excluded.regency,
+                 province = excluded.province, lat = excluded.lat, lon = excluded.lon,
+                 voters = excluded.voters, updated_ms = excluded.updated_ms
+             WHERE (village_code, village, district, regency, province, lat, lon, voters)
+                IS NOT (excluded.village_code, excluded.village, excluded.district,
+                        excluded.regency, excluded.province, excluded.lat, excluded.lon,
+                        excluded.voters)
+             RETURNING created_ms = updated_ms",
+        )?;
+        for (i, st) in stations.iter().enumerate() {
+            let code = st.tps_code.as_str();
+            let changed: Option<bool> = insert
+                .query_row(
+                    params![
+                        code,
+                        st.village_code,
+                        st.village,
+                        st.district,
+                        st.regency,
+                        st.province,
+                        st.tps_code.region(RegionLevel::Regency),
+                        st.tps_code.region(RegionLevel::District),
+                        st.lat,
+                        st.lon,
+                        st.voters,
+                        now_ms
+                    ],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match changed {
+                Some(true) => s.inserted += 1,
+                Some(false) => s.updated += 1,
+                None => s.unchanged += 1,
+            }
+            if (i + 1) % 100_000 == 0 {
+                progress(i as u64 + 1);
+            }
+        }
+    }
+    let total: u64 = tx.query_row("SELECT count(*) FROM stations", [], |r| r.get(0))?;
+    s.not_in_file = total - (s.inserted + s.updated + s.unchanged);
+    tx.commit()?;
+    progress(stations.len() as u64);
+    Ok(s)
+}
+
+/// Station codes under a region prefix (`21`, `21.71`, `21.71.01`, a village code, or a
+/// whole TPS code); all stations for `None`.
+pub fn station_codes(conn: &Connection, region: Option<&str>) -> Result<Vec<String>, StoreError> {
+    let prefix = region.map(|r| r.replace('.', "")).unwrap_or_default();
+    let mut st = conn.prepare(
+        "SELECT tps_code FROM stations WHERE tps_code >= ?1 AND tps_code < ?1 || ':' ORDER BY tps_code",
+    )?;
+    let codes = st.query_map([prefix], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
+    Ok(codes)
+}
+
+/// Replaces the unused enrollment codes of the given stations in one transaction.
+pub fn store_codes(
+    conn: &mut Connection,
+    hashes: &[(String, crate::auth::Digest32)],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    {
+        let mut up = tx.prepare(
+            "INSERT INTO enrollment_codes (tps_code, code_hash, issued_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (tps_code) DO UPDATE SET code_hash = excluded.code_hash, issued_ms = excluded.issued_ms",
+        )?;
+        for (code, hash) in hashes {
+            up.execute(params![code, &hash[..], now_ms])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Revokes one agent; returns its station. Revoking twice keeps the first time.
+pub fn revoke_agent(
+    conn: &Connection,
+    agent_id: AgentId,
+    reason: &str,
+    now_ms: i64,
+) -> Result<String, StoreError> {
+    conn.query_row(
+        "UPDATE agents SET revoked_ms = coalesce(revoked_ms, ?2), revoked_reason = coalesce(revoked_reason, ?3)
+         WHERE agent_id = ?1 RETURNING tps_code",
+        params![agent_id as i64, now_ms, reason],
+        |r| r.get(0),
+    )
+    .optional()?
+    .ok_or_else(|| StoreError::NotFound(format!("no agent with id {agent_id}")))
+}
+
+/// Agents revoked at or after `since_ms` (for the running collector to pick up
+/// revocations made from the command line).
+pub fn revoked_since(conn: &Connection, since_ms: i64) -> Result<Vec<AgentId>, StoreError> {
+    let mut st = conn.prepare_cached("SELECT agent_id FROM agents WHERE revoked_ms >= ?1")?;
+    let ids = st
+        .query_map([since_ms], |r| r.get::<_, i64>(0))?
+        .map(|r| r.map(|v| v as AgentId))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ids)
+}
+
+/// An agent as loaded into the live view at start.
+#[derive(Debug, Clone)]
+pub struct AgentRow {
+    pub agent_id: AgentId,
+    pub tps_code: TpsCode,
+    pub token_hash: crate::auth::Digest32,
+    pub hostname: String,
+    pub os: String,
+    pub agent_version: String,
+    pub enrolled_ms: i64,
+    pub revoked_ms: Option<i64>,
+    pub acked_seq: u64,
+    pub last_seen_ms: Option<i64>,
+    pub clock_skew_ms: Option<i64>,
+    pub status: Option<AgentStatus>,
+}
+
+pub fn load_agents(conn: &Connection) -> Result<Vec<AgentRow>, StoreError> {
+    let mut st = conn.prepare(
+        "SELECT agent_id, tps_code, token_hash, hostname, os, agent_version, enrolled_ms,
+                revoked_ms, acked_seq, last_seen_ms, clock_skew_ms, status_json FROM agents",
+    )?;
+    let rows = st.query_map([], |r| {
+        let code: String = r.get(1)?;
+        let hash: Vec<u8> = r.get(2)?;
+        let status: Option<String> = r.get(11)?;
+        Ok(AgentRow {
+            agent_id: r.get::<_, i64>(0)? as AgentId,
+            tps_code: code.parse().map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e))
+            })?,
+            token_hash: hash.as_slice().try_into().unwrap_or([0; 32]),
+            hostname: r.get(3)?,
+            os: r.get(4)?,
+            agent_version: r.get(5)?,
+            enrolled_ms: r.get(6)?,
+            revoked_ms: r.get(7)?,
+            acked_seq: r.get::<_, i64>(8)? as u64,
+            last_seen_ms: r.get(9)?,
+            clock_skew_ms: r.get(10)?,
+            status: status.and_then(|s| serde_json::from_str(&s).ok()),
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+fn measurement_from_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Measurement> {
+    // Column order: seq, start_ms, target_name, target_address, method, sent, received,
+    // rtt_min_ms, rtt_avg_ms, rtt_max_ms, jitter_ms
+    let method: String = r.get(first + 4)?;
+    let min: Option<f64> = r.get(first + 7)?;
+    let avg: Option<f64> = r.get(first + 8)?;
+    let max: Option<f64> = r.get(first + 9)?;
+    Ok(Measurement {
+        seq: r.get::<_, i64>(first)? as u64,
+        start_ms: r.get(first + 1)?,
+        target_name: r.get(first + 2)?,
+        target_address: r.get(first + 3)?,
+        method: Method::parse(&method).unwrap_or(Method::Icmp),
+        sent: r.get(first + 5)?,
+        received: r.get(first + 6)?,
+        rtt: match (min, avg, max) {
+            (Some(min_ms), Some(avg_ms), Some(max_ms)) => {
+                Some(Rtt { min_ms, avg_ms, max_ms, jitter_ms: r.get(first + 10)? })
+            }
+            _ => None,
+        },
+    })
+}
+
+/// The newest measurement per agent and target.
+pub fn load_latest(conn: &Connection) -> Result<Vec<(AgentId, Measurement)>, StoreError> {
+    let mut st = conn.prepare(
+        "SELECT agent_id, seq, start_ms, target_name, target_address, method, sent, received,
+                rtt_min_ms, rtt_avg_ms, rtt_max_ms, jitter_ms FROM latest",
+    )?;
+    let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)? as AgentId, measurement_from_row(r, 1)?)))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Registry facts of one station.
+pub fn station(conn: &Connection, code: &TpsCode) -> Result<Option<Station>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT village_code, village, district, regency, province, lat, lon, voters
+         FROM stations WHERE tps_code = ?1",
+    )?;
+    Ok(st
+        .query_row([code.as_str()], |r| {
+            Ok(Station {
+                tps_code: *code,
+                village_code: r.get(0)?,
+                village: r.get(1)?,
+                district: r.get(2)?,
+                regency: r.get(3)?,
+                province: r.get(4)?,
+                lat: r.get(5)?,
+                lon: r.get(6)?,
+                voters: r.get(7)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Every stored measurement of one agent, in sequence order (tests and audits).
+pub fn measurements_of(conn: &Connection, agent_id: AgentId) -> Result<Vec<Measurement>, StoreError> {
+    let mut st = conn.prepare(
+        "SELECT seq, start_ms, target_name, target_address, method, sent, received,
+                rtt_min_ms, rtt_avg_ms, rtt_max_ms, jitter_ms
+         FROM measurements WHERE agent_id = ?1 ORDER BY seq",
+    )?;
+    let rows = st.query_map([agent_id as i64], |r| measurement_from_row(r, 0))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+pub fn count(conn: &Connection, table: &str) -> Result<u64, StoreError> {
+    // Only called with our own table names.
+    Ok(conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?)
+}

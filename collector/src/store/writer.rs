@@ -1,0 +1,310 @@
+//! The one writer: a dedicated thread that owns the write connection, takes pushes and
+//! enrollments from a bounded queue, and commits as many as are waiting in one
+//! transaction (group commit). Each caller is answered only after that commit.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::StoreError;
+use crate::auth::Digest32;
+use crate::domain::{AgentId, Push, TpsCode, newest_per_target};
+use crate::metrics::Metrics;
+
+/// Most jobs committed in one transaction.
+const MAX_JOBS_PER_COMMIT: usize = 1024;
+/// Most measurements in one transaction, so one commit never stalls callers for long.
+const MAX_MEASUREMENTS_PER_COMMIT: usize = 20_000;
+
+/// What a stored push did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushOutcome {
+    /// Highest sequence number stored for the agent, after this push.
+    pub acked_seq: u64,
+    /// Measurements newly stored.
+    pub stored: u64,
+    /// Measurements already stored before (re-sent after a lost acknowledgement).
+    pub duplicates: u64,
+}
+
+/// An enrollment to be checked and recorded atomically.
+#[derive(Debug, Clone)]
+pub struct EnrollJob {
+    pub tps_code: TpsCode,
+    pub code_hash: Digest32,
+    pub token_hash: Digest32,
+    pub hostname: String,
+    pub os: String,
+    pub agent_version: String,
+    pub now_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnrollOutcome {
+    Enrolled { agent_id: AgentId },
+    UnknownStation,
+    /// No unused code for the station, or a different one.
+    WrongCode,
+}
+
+enum Job {
+    Push { push: Push, reply: oneshot::Sender<Result<PushOutcome, StoreError>> },
+    Enroll { job: EnrollJob, reply: oneshot::Sender<Result<EnrollOutcome, StoreError>> },
+}
+
+/// Why a write was not done.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("the store is busy (write queue full for {0:?}); retry later")]
+    Busy(Duration),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Handle to the writer thread; cheap to clone. When every handle is dropped the writer
+/// finishes what is queued and its thread ends.
+#[derive(Clone, Debug)]
+pub struct Writer {
+    tx: mpsc::Sender<Job>,
+    /// How long a caller waits for room in the queue before it is told to retry.
+    enqueue_timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Job::Push { push, .. } => write!(f, "Push(agent {})", push.agent_id),
+            Job::Enroll { job, .. } => write!(f, "Enroll({})", job.tps_code),
+        }
+    }
+}
+
+impl Writer {
+    /// Starts the writer thread on `conn`. `capacity` bounds the queue of jobs.
+    pub fn spawn(
+        conn: Connection,
+        capacity: usize,
+        enqueue_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<(Writer, std::thread::JoinHandle<()>)> {
+        let (tx, rx) = mpsc::channel(capacity);
+        let m = metrics.clone();
+        let handle = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer_loop(conn, rx, &m))?;
+        Ok((Writer { tx, enqueue_timeout, metrics }, handle))
+    }
+
+    async fn send(&self, job: Job) -> Result<(), WriteError> {
+        match self.tx.send_timeout(job, self.enqueue_timeout).await {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                self.metrics.write_queue_full.inc();
+                Err(WriteError::Busy(self.enqueue_timeout))
+            }
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(StoreError::WriterGone.into()),
+        }
+    }
+
+    /// Stores a push; returns after the commit.
+    pub async fn push(&self, push: Push) -> Result<PushOutcome, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::Push { push, reply }).await?;
+        Ok(rx.await.map_err(|_| StoreError::WriterGone)??)
+    }
+
+    /// Checks an enrollment code and records the new agent; returns after the commit.
+    pub async fn enroll(&self, job: EnrollJob) -> Result<EnrollOutcome, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::Enroll { job, reply }).await?;
+        Ok(rx.await.map_err(|_| StoreError::WriterGone)??)
+    }
+
+    /// Jobs waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+}
+
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, metrics: &Metrics) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
+    while let Some(first) = rx.blocking_recv() {
+        let mut n_meas = job_size(&first);
+        batch.push(first);
+        while batch.len() < MAX_JOBS_PER_COMMIT && n_meas < MAX_MEASUREMENTS_PER_COMMIT {
+            match rx.try_recv() {
+                Ok(job) => {
+                    n_meas += job_size(&job);
+                    batch.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let result = commit(&mut conn, &batch);
+        metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+        metrics.commit_jobs.observe(batch.len() as f64);
+        match result {
+            Ok(outcomes) => {
+                for (job, outcome) in batch.drain(..).zip(outcomes) {
+                    match (job, outcome) {
+                        (Job::Push { reply, .. }, Outcome::Push(o)) => {
+                            let _ = reply.send(Ok(o));
+                        }
+                        (Job::Enroll { reply, .. }, Outcome::Enroll(o)) => {
+                            let _ = reply.send(Ok(o));
+                        }
+                        _ => unreachable!("outcomes follow jobs in order"),
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, jobs = batch.len(), "store commit failed; callers will retry");
+                metrics.commit_failures.inc();
+                for job in batch.drain(..) {
+                    let err = || StoreError::CommitFailed(e.to_string());
+                    match job {
+                        Job::Push { reply, .. } => {
+                            let _ = reply.send(Err(err()));
+                        }
+                        Job::Enroll { reply, .. } => {
+                            let _ = reply.send(Err(err()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    tracing::debug!("store writer finished");
+}
+
+fn job_size(job: &Job) -> usize {
+    match job {
+        Job::Push { push, .. } => push.measurements.len().max(1),
+        Job::Enroll { .. } => 1,
+    }
+}
+
+enum Outcome {
+    Push(PushOutcome),
+    Enroll(EnrollOutcome),
+}
+
+fn commit(conn: &mut Connection, batch: &[Job]) -> Result<Vec<Outcome>, StoreError> {
+    let tx = conn.transaction()?;
+    let mut out = Vec::with_capacity(batch.len());
+    for job in batch {
+        out.push(match job {
+            Job::Push { push, .. } => Outcome::Push(store_push(&tx, push)?),
+            Job::Enroll { job, .. } => Outcome::Enroll(store_enroll(&tx, job)?),
+        });
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
+fn store_push(tx: &rusqlite::Transaction<'_>, push: &Push) -> Result<PushOutcome, StoreError> {
+    let agent = push.agent_id as i64;
+    let mut insert = tx.prepare_cached(
+        "INSERT OR IGNORE INTO measurements (agent_id, seq, start_ms, target_name, target_address,
+             method, sent, received, rtt_min_ms, rtt_avg_ms, rtt_max_ms, jitter_ms, received_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?;
+    let mut stored = 0u64;
+    let mut max_seq = 0u64;
+    for m in &push.measurements {
+        let rtt = m.rtt.as_ref();
+        stored += insert.execute(params![
+            agent,
+            m.seq as i64,
+            m.start_ms,
+            m.target_name,
+            m.target_address,
+            m.method.as_str(),
+            m.sent,
+            m.received,
+            rtt.map(|r| r.min_ms),
+            rtt.map(|r| r.avg_ms),
+            rtt.map(|r| r.max_ms),
+            rtt.and_then(|r| r.jitter_ms),
+            push.received_ms
+        ])? as u64;
+        max_seq = max_seq.max(m.seq);
+    }
+    let duplicates = push.measurements.len() as u64 - stored;
+
+    let mut latest = tx.prepare_cached(
+        "INSERT INTO latest (agent_id, target_name, seq, start_ms, target_address, method, sent,
+             received, rtt_min_ms, rtt_avg_ms, rtt_max_ms, jitter_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+         ON CONFLICT (agent_id, target_name) DO UPDATE SET
+             seq = excluded.seq, start_ms = excluded.start_ms,
+             target_address = excluded.target_address, method = excluded.method,
+             sent = excluded.sent, received = excluded.received,
+             rtt_min_ms = excluded.rtt_min_ms, rtt_avg_ms = excluded.rtt_avg_ms,
+             rtt_max_ms = excluded.rtt_max_ms, jitter_ms = excluded.jitter_ms
+         WHERE excluded.start_ms >= latest.start_ms",
+    )?;
+    for m in newest_per_target(&push.measurements) {
+        let rtt = m.rtt.as_ref();
+        latest.execute(params![
+            agent,
+            m.target_name,
+            m.seq as i64,
+            m.start_ms,
+            m.target_address,
+            m.method.as_str(),
+            m.sent,
+            m.received,
+            rtt.map(|r| r.min_ms),
+            rtt.map(|r| r.avg_ms),
+            rtt.map(|r| r.max_ms),
+            rtt.and_then(|r| r.jitter_ms),
+        ])?;
+    }
+
+    let status = serde_json::to_string(&push.status).unwrap_or_default();
+    let mut update = tx.prepare_cached(
+        "UPDATE agents SET acked_seq = max(acked_seq, ?2), last_seen_ms = ?3, clock_skew_ms = ?4,
+             status_json = ?5
+         WHERE agent_id = ?1 RETURNING acked_seq",
+    )?;
+    let acked: Option<i64> = update
+        .query_row(
+            params![agent, max_seq as i64, push.received_ms, push.clock_skew_ms, status],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let acked = acked.ok_or_else(|| StoreError::NotFound(format!("agent {} is not in the store", push.agent_id)))?;
+    Ok(PushOutcome { acked_seq: acked as u64, stored, duplicates })
+}
+
+fn store_enroll(tx: &rusqlite::Transaction<'_>, job: &EnrollJob) -> Result<EnrollOutcome, StoreError> {
+    let code = job.tps_code.as_str();
+    let exists: Option<i64> = tx
+        .prepare_cached("SELECT 1 FROM stations WHERE tps_code = ?1")?
+        .query_row([code], |r| r.get(0))
+        .optional()?;
+    if exists.is_none() {
+        return Ok(EnrollOutcome::UnknownStation);
+    }
+    let hash: Option<Vec<u8>> = tx
+        .prepare_cached("SELECT code_hash FROM enrollment_codes WHERE tps_code = ?1")?
+        .query_row([code], |r| r.get(0))
+        .optional()?;
+    // Constant-time comparison is not needed: the stored value is a keyed hash.
+    if hash.as_deref() != Some(&job.code_hash[..]) {
+        return Ok(EnrollOutcome::WrongCode);
+    }
+    tx.execute("DELETE FROM enrollment_codes WHERE tps_code = ?1", [code])?;
+    let id: i64 = tx.query_row(
+        "INSERT INTO agents (tps_code, token_hash, hostname, os, agent_version, enrolled_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING agent_id",
+        params![code, &job.token_hash[..], job.hostname, job.os, job.agent_version, job.now_ms],
+        |r| r.get(0),
+    )?;
+    Ok(EnrollOutcome::Enrolled { agent_id: id as AgentId })
+}

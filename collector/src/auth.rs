@@ -60,7 +60,10 @@ pub fn normalize_code(typed: &str) -> Result<String, BadCode> {
         .filter(|c| !c.is_whitespace() && *c != '-')
         .map(|c| c.to_ascii_uppercase())
         .collect();
-    if let Some(c) = s.chars().find(|c| !c.is_ascii() || !CODE_ALPHABET.contains(&(*c as u8))) {
+    if let Some(c) = s
+        .chars()
+        .find(|c| !c.is_ascii() || !CODE_ALPHABET.contains(&(*c as u8)))
+    {
         return Err(BadCode::Character(c));
     }
     if s.len() != CODE_LEN {
@@ -88,7 +91,11 @@ impl CodeKey {
                 let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
                     std::io::Error::new(
                         std::io::ErrorKind::InvalidData,
-                        format!("{} must hold exactly 32 bytes, it has {}", path.display(), bytes.len()),
+                        format!(
+                            "{} must hold exactly 32 bytes, it has {}",
+                            path.display(),
+                            bytes.len()
+                        ),
                     )
                 })?;
                 Ok(CodeKey(key))
@@ -138,13 +145,21 @@ pub struct FailureLimiter {
 
 impl FailureLimiter {
     pub fn new(max_failures: u32, window: Duration, max_keys: usize) -> Self {
-        FailureLimiter { max_failures, window, max_keys, windows: HashMap::new(), refused_full: 0 }
+        FailureLimiter {
+            max_failures,
+            window,
+            max_keys,
+            windows: HashMap::new(),
+            refused_full: 0,
+        }
     }
 
     /// `Err(wait)` when the key must wait before trying again.
     pub fn check(&mut self, key: &str, now: Instant) -> Result<(), Duration> {
         match self.windows.get(key) {
-            Some((start, n)) if now.duration_since(*start) < self.window && *n >= self.max_failures => {
+            Some((start, n))
+                if now.duration_since(*start) < self.window && *n >= self.max_failures =>
+            {
                 Err(self.window - now.duration_since(*start))
             }
             _ => Ok(()),
@@ -154,7 +169,8 @@ impl FailureLimiter {
     pub fn fail(&mut self, key: &str, now: Instant) {
         if !self.windows.contains_key(key) && self.windows.len() >= self.max_keys {
             let window = self.window;
-            self.windows.retain(|_, (start, _)| now.duration_since(*start) < window);
+            self.windows
+                .retain(|_, (start, _)| now.duration_since(*start) < window);
             if self.windows.len() >= self.max_keys {
                 self.refused_full += 1;
                 return;
@@ -183,7 +199,10 @@ mod tests {
             assert_eq!(c.len(), 9);
             let n = normalize_code(&c).unwrap();
             assert_eq!(n.len(), 8);
-            assert_eq!(normalize_code(&c.to_lowercase().replace('-', " ")).unwrap(), n);
+            assert_eq!(
+                normalize_code(&c.to_lowercase().replace('-', " ")).unwrap(),
+                n
+            );
         }
         assert_eq!(normalize_code("ABCD-EF0H"), Err(BadCode::Character('0')));
         assert_eq!(normalize_code("ABC"), Err(BadCode::Length(3)));
@@ -194,11 +213,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let k = CodeKey::load_or_create(dir.path()).unwrap();
         let again = CodeKey::load_or_create(dir.path()).unwrap();
-        assert_eq!(k.hash("2171011001001", "ABCDEFGH"), again.hash("2171011001001", "ABCDEFGH"));
-        assert_ne!(k.hash("2171011001001", "ABCDEFGH"), k.hash("2171011001002", "ABCDEFGH"));
+        assert_eq!(
+            k.hash("2171011001001", "ABCDEFGH"),
+            again.hash("2171011001001", "ABCDEFGH")
+        );
+        assert_ne!(
+            k.hash("2171011001001", "ABCDEFGH"),
+            k.hash("2171011001002", "ABCDEFGH")
+        );
         let other = tempfile::tempdir().unwrap();
         let k2 = CodeKey::load_or_create(other.path()).unwrap();
-        assert_ne!(k.hash("2171011001001", "ABCDEFGH"), k2.hash("2171011001001", "ABCDEFGH"));
+        assert_ne!(
+            k.hash("2171011001001", "ABCDEFGH"),
+            k2.hash("2171011001001", "ABCDEFGH")
+        );
     }
 
     #[test]
@@ -213,7 +241,10 @@ mod tests {
         assert_eq!(wait, Duration::from_secs(50));
         assert!(l.check("s", t0 + Duration::from_secs(60)).is_ok());
         l.fail("s", t0 + Duration::from_secs(61));
-        assert!(l.check("s", t0 + Duration::from_secs(61)).is_ok(), "new window starts at 1");
+        assert!(
+            l.check("s", t0 + Duration::from_secs(61)).is_ok(),
+            "new window starts at 1"
+        );
     }
 
     #[test]

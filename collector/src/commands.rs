@@ -13,28 +13,44 @@ use crate::store::{self, ImportSummary, StoreError, Synchronous};
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
     #[error("{path}: {source}")]
-    Registry { path: PathBuf, source: RegistryError },
+    Registry {
+        path: PathBuf,
+        source: RegistryError,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{0}")]
     Usage(String),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Validates a whole registry file, then writes it in one transaction; a file with any
 /// bad row changes nothing. Progress is logged every 100,000 rows.
 pub fn import_stations(data_dir: &Path, file: &Path) -> Result<ImportSummary, CommandError> {
-    let f = std::fs::File::open(file).map_err(|source| CommandError::Io { path: file.to_path_buf(), source })?;
+    let f = std::fs::File::open(file).map_err(|source| CommandError::Io {
+        path: file.to_path_buf(),
+        source,
+    })?;
     let started = std::time::Instant::now();
     tracing::info!(file = %file.display(), "validating station registry");
-    let stations = registry::parse(std::io::BufReader::with_capacity(1 << 20, f), 100_000, |n| {
-        tracing::info!(rows = n, "validated")
-    })
-    .map_err(|source| CommandError::Registry { path: file.to_path_buf(), source })?;
+    let stations = registry::parse(
+        std::io::BufReader::with_capacity(1 << 20, f),
+        100_000,
+        |n| tracing::info!(rows = n, "validated"),
+    )
+    .map_err(|source| CommandError::Registry {
+        path: file.to_path_buf(),
+        source,
+    })?;
     tracing::info!(stations = stations.len(), "registry valid; writing");
     let mut conn = store::open(data_dir, Synchronous::Full)?;
-    let summary = store::import_stations(&mut conn, &stations, now_ms(), |n| tracing::info!(stations = n, "written"))?;
+    let summary = store::import_stations(&mut conn, &stations, now_ms(), |n| {
+        tracing::info!(stations = n, "written")
+    })?;
     tracing::info!(
         inserted = summary.inserted,
         updated = summary.updated,
@@ -66,11 +82,17 @@ pub fn parse_region(region: &str) -> Result<String, CommandError> {
 /// Issues a new one-time enrollment code for every station in `region` (all when
 /// `None`), replacing unused earlier codes, and writes them to `out` as CSV. The file is
 /// written under a temporary name and renamed only after the codes are committed.
-pub fn enroll_codes(data_dir: &Path, region: Option<&str>, out: &Path) -> Result<usize, CommandError> {
+pub fn enroll_codes(
+    data_dir: &Path,
+    region: Option<&str>,
+    out: &Path,
+) -> Result<usize, CommandError> {
     let region = region.map(parse_region).transpose()?;
     let mut conn = store::open(data_dir, Synchronous::Full)?;
-    let key = CodeKey::load_or_create(data_dir)
-        .map_err(|source| CommandError::Io { path: data_dir.join("secret.key"), source })?;
+    let key = CodeKey::load_or_create(data_dir).map_err(|source| CommandError::Io {
+        path: data_dir.join("secret.key"),
+        source,
+    })?;
     let codes = store::station_codes(&conn, region.as_deref())?;
     if codes.is_empty() {
         return Err(CommandError::Usage(match region {
@@ -78,7 +100,10 @@ pub fn enroll_codes(data_dir: &Path, region: Option<&str>, out: &Path) -> Result
             None => "the station registry is empty; run import-stations first".into(),
         }));
     }
-    let io = |source| CommandError::Io { path: out.to_path_buf(), source };
+    let io = |source| CommandError::Io {
+        path: out.to_path_buf(),
+        source,
+    };
     let tmp = out.with_extension("csv.partial");
     let mut hashes = Vec::with_capacity(codes.len());
     {
@@ -94,7 +119,10 @@ pub fn enroll_codes(data_dir: &Path, region: Option<&str>, out: &Path) -> Result
             hashes.push((tps.clone(), key.hash(tps, &normalized)));
             writeln!(w, "{tps},{code}").map_err(io)?;
         }
-        w.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)?;
+        w.into_inner()
+            .map_err(|e| io(e.into_error()))?
+            .sync_all()
+            .map_err(io)?;
     }
     store::store_codes(&mut conn, &hashes, now_ms())?;
     std::fs::rename(&tmp, out).map_err(io)?;

@@ -31,7 +31,11 @@ pub struct TlsMaterial {
 
 impl std::fmt::Debug for TlsMaterial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TlsMaterial {{ cert: {} bytes, key: .. }}", self.cert_pem.len())
+        write!(
+            f,
+            "TlsMaterial {{ cert: {} bytes, key: .. }}",
+            self.cert_pem.len()
+        )
     }
 }
 
@@ -98,11 +102,18 @@ impl Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config file {path}: {field}: {problem}")]
-    Invalid { path: PathBuf, field: &'static str, problem: String },
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        problem: String,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,41 +175,59 @@ struct RawEnroll {
 /// Reads and validates a config file. Relative paths inside it are taken relative to
 /// the file's own directory, so a config works wherever it is started from.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     parse(&text, path)
 }
 
 /// Validates config text; `path` names the file in messages and anchors relative paths.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let raw: Raw = toml::from_str(text)
-        .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+    let raw: Raw = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     let base = path.parent().unwrap_or(Path::new("."));
     let invalid = |field: &'static str, problem: String| ConfigError::Invalid {
         path: path.to_path_buf(),
         field,
         problem,
     };
-    let addr = |field: &'static str, v: Option<String>, default: &str| -> Result<SocketAddr, ConfigError> {
+    let addr = |field: &'static str,
+                v: Option<String>,
+                default: &str|
+     -> Result<SocketAddr, ConfigError> {
         let s = v.unwrap_or_else(|| default.to_string());
-        s.parse()
-            .map_err(|_| invalid(field, format!("{s:?} is not an address like 0.0.0.0:50051 or [::]:50051")))
+        s.parse().map_err(|_| {
+            invalid(
+                field,
+                format!("{s:?} is not an address like 0.0.0.0:50051 or [::]:50051"),
+            )
+        })
     };
     let grpc_listen = addr("grpc.listen", raw.grpc.listen, "0.0.0.0:50051")?;
     let http_listen = addr("http.listen", raw.http.listen, "0.0.0.0:8080")?;
     if grpc_listen == http_listen && grpc_listen.port() != 0 {
-        return Err(invalid("http.listen", format!("{http_listen} is also grpc.listen; use two ports")));
+        return Err(invalid(
+            "http.listen",
+            format!("{http_listen} is also grpc.listen; use two ports"),
+        ));
     }
 
     let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
     let tls = match (raw.tls.cert, raw.tls.key, raw.tls.plaintext) {
         (Some(_), Some(_), true) => {
-            return Err(invalid("tls.plaintext", "is true while tls.cert and tls.key are set; choose one".into()));
+            return Err(invalid(
+                "tls.plaintext",
+                "is true while tls.cert and tls.key are set; choose one".into(),
+            ));
         }
         (Some(cert), Some(key), false) => {
             let read = |field: &'static str, p: PathBuf| {
                 let p = resolve(p);
-                std::fs::read(&p).map_err(|e| invalid(field, format!("cannot read {}: {e}", p.display())))
+                std::fs::read(&p)
+                    .map_err(|e| invalid(field, format!("cannot read {}: {e}", p.display())))
             };
             let cert_pem = read("tls.cert", cert)?;
             let key_pem = read("tls.key", key)?;
@@ -210,8 +239,18 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             }
             Some(TlsMaterial { cert_pem, key_pem })
         }
-        (Some(_), None, _) => return Err(invalid("tls.key", "is missing while tls.cert is set".into())),
-        (None, Some(_), _) => return Err(invalid("tls.cert", "is missing while tls.key is set".into())),
+        (Some(_), None, _) => {
+            return Err(invalid(
+                "tls.key",
+                "is missing while tls.cert is set".into(),
+            ));
+        }
+        (None, Some(_), _) => {
+            return Err(invalid(
+                "tls.cert",
+                "is missing while tls.key is set".into(),
+            ));
+        }
         (None, None, true) => None,
         (None, None, false) => {
             return Err(invalid(
@@ -222,7 +261,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     };
 
     let d = IngestConfig::default();
-    let range = |field: &'static str, v: Option<u64>, default: u64, lo: u64, hi: u64| -> Result<u64, ConfigError> {
+    let range = |field: &'static str,
+                 v: Option<u64>,
+                 default: u64,
+                 lo: u64,
+                 hi: u64|
+     -> Result<u64, ConfigError> {
         let v = v.unwrap_or(default);
         if v < lo || v > hi {
             return Err(invalid(field, format!("{v} is outside {lo}..={hi}")));
@@ -230,7 +274,13 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         Ok(v)
     };
     let ingest = IngestConfig {
-        max_batch: range("ingest.max_batch", raw.ingest.max_batch, d.max_batch as u64, 1, 10_000)? as usize,
+        max_batch: range(
+            "ingest.max_batch",
+            raw.ingest.max_batch,
+            d.max_batch as u64,
+            1,
+            10_000,
+        )? as usize,
         push_interval_secs: range(
             "ingest.push_interval_secs",
             raw.ingest.push_interval_secs,
@@ -303,12 +353,18 @@ mod tests {
     use super::*;
 
     fn err(text: &str) -> String {
-        parse(text, Path::new("/etc/tps/c.toml")).unwrap_err().to_string()
+        parse(text, Path::new("/etc/tps/c.toml"))
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
     fn minimal_plaintext_config() {
-        let c = parse("[tls]\nplaintext = true\n[store]\ndata_dir = \"data\"\n", Path::new("/etc/tps/c.toml")).unwrap();
+        let c = parse(
+            "[tls]\nplaintext = true\n[store]\ndata_dir = \"data\"\n",
+            Path::new("/etc/tps/c.toml"),
+        )
+        .unwrap();
         assert!(c.tls.is_none());
         assert_eq!(c.data_dir, PathBuf::from("/etc/tps/data"));
         assert_eq!(c.grpc_listen.port(), 50051);
@@ -319,8 +375,14 @@ mod tests {
 
     #[test]
     fn tls_must_be_chosen() {
-        assert!(err("[store]\ndata_dir = \"d\"\n").contains("tls: set tls.cert and tls.key, or say `plaintext = true`"));
-        assert!(err("[tls]\ncert = \"c.pem\"\n[store]\ndata_dir = \"d\"\n").contains("tls.key: is missing"));
+        assert!(
+            err("[store]\ndata_dir = \"d\"\n")
+                .contains("tls: set tls.cert and tls.key, or say `plaintext = true`")
+        );
+        assert!(
+            err("[tls]\ncert = \"c.pem\"\n[store]\ndata_dir = \"d\"\n")
+                .contains("tls.key: is missing")
+        );
         assert!(err("[tls]\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\n[store]\ndata_dir = \"d\"\n")
             .contains("tls.cert: cannot read /nonexistent/c.pem"));
     }
@@ -328,13 +390,29 @@ mod tests {
     #[test]
     fn bad_values_name_the_field() {
         let base = "[tls]\nplaintext = true\n[store]\ndata_dir = \"d\"\n";
-        assert!(err(&format!("{base}[ingest]\nmax_batch = 0\n")).contains("ingest.max_batch: 0 is outside 1..=10000"));
-        assert!(err(&format!("[grpc]\nlisten = \"nope\"\n{base}")).contains("grpc.listen: \"nope\" is not an address"));
-        assert!(err(&format!("{base}[ingest]\nmax_bacth = 3\n")).contains("unknown field `max_bacth`"));
-        assert!(err(&format!("{base}[store]\n")).contains("duplicate"), "{}", err(&format!("{base}[store]\n")));
+        assert!(
+            err(&format!("{base}[ingest]\nmax_batch = 0\n"))
+                .contains("ingest.max_batch: 0 is outside 1..=10000")
+        );
+        assert!(
+            err(&format!("[grpc]\nlisten = \"nope\"\n{base}"))
+                .contains("grpc.listen: \"nope\" is not an address")
+        );
+        assert!(
+            err(&format!("{base}[ingest]\nmax_bacth = 3\n")).contains("unknown field `max_bacth`")
+        );
+        assert!(
+            err(&format!("{base}[store]\n")).contains("duplicate"),
+            "{}",
+            err(&format!("{base}[store]\n"))
+        );
         assert!(err("[tls]\nplaintext = true\n").contains("missing field `store`"));
-        assert!(err(&format!("{base}")
-            .replace("data_dir = \"d\"", "data_dir = \"d\"\nsynchronous = \"off\""))
-            .contains("unknown variant `off`"));
+        assert!(
+            err(&format!("{base}").replace(
+                "data_dir = \"d\"",
+                "data_dir = \"d\"\nsynchronous = \"off\""
+            ))
+            .contains("unknown variant `off`")
+        );
     }
 }

@@ -229,8 +229,18 @@ mod tests {
 
     #[test]
     fn tps_code_rejects_wrong_shapes() {
-        for bad in ["", "217101100100", "21710110010070", "21710110010a7", "2171011001 07"] {
-            assert_eq!(bad.parse::<TpsCode>(), Err(BadTpsCode(bad.to_string())), "{bad:?}");
+        for bad in [
+            "",
+            "217101100100",
+            "21710110010070",
+            "21710110010a7",
+            "2171011001 07",
+        ] {
+            assert_eq!(
+                bad.parse::<TpsCode>(),
+                Err(BadTpsCode(bad.to_string())),
+                "{bad:?}"
+            );
         }
     }
 

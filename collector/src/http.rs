@@ -69,21 +69,34 @@ async fn read<T: Send + 'static>(
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {
-    let store = read(&state, |c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)).await;
+    let store = read(&state, |c| {
+        Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)
+    })
+    .await;
     let body = json!({
         "status": if store.is_ok() { "ok" } else { "failing" },
         "store": match &store { Ok(_) => "ok".to_string(), Err(e) => e.1.clone() },
         "write_queue": state.writer.queued(),
         "enrolled_agents": state.live.active_agents(),
     });
-    let code = if store.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if store.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(body)).into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    state.metrics.enrolled_agents.set(state.live.active_agents() as i64);
+    state
+        .metrics
+        .enrolled_agents
+        .set(state.live.active_agents() as i64);
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response()
@@ -100,13 +113,21 @@ struct StationDetail {
     agents: Vec<AgentLive>,
 }
 
-async fn station(State(state): State<AppState>, Path(code): Path<String>) -> Result<Json<StationDetail>, ApiError> {
-    let tps: TpsCode = code
-        .parse()
-        .map_err(|e: crate::domain::BadTpsCode| ApiError(StatusCode::BAD_REQUEST, format!("tps_code: {e}")))?;
+async fn station(
+    State(state): State<AppState>,
+    Path(code): Path<String>,
+) -> Result<Json<StationDetail>, ApiError> {
+    let tps: TpsCode = code.parse().map_err(|e: crate::domain::BadTpsCode| {
+        ApiError(StatusCode::BAD_REQUEST, format!("tps_code: {e}"))
+    })?;
     let station = read(&state, move |c| store::station(c, &tps))
         .await?
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("TPS {tps} is not in the registry")))?;
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                format!("TPS {tps} is not in the registry"),
+            )
+        })?;
     let agents = state.live.agents_of(&tps);
     Ok(Json(StationDetail {
         regency_code: tps.region(crate::domain::RegionLevel::Regency),

@@ -70,7 +70,9 @@ impl Ingest {
         let Some(value) = req.metadata().get("authorization") else {
             return Err(self.reject(
                 "unauthenticated",
-                Status::unauthenticated("missing `authorization: Bearer <token>`; enroll this agent first"),
+                Status::unauthenticated(
+                    "missing `authorization: Bearer <token>`; enroll this agent first",
+                ),
             ));
         };
         let token = value
@@ -83,7 +85,9 @@ impl Ingest {
             TokenCheck::Valid { agent_id, tps_code } => Ok((agent_id, tps_code)),
             TokenCheck::Revoked => Err(self.reject(
                 "unauthenticated",
-                Status::unauthenticated("this agent's token was revoked; re-enroll with a new enrollment code"),
+                Status::unauthenticated(
+                    "this agent's token was revoked; re-enroll with a new enrollment code",
+                ),
             )),
             TokenCheck::Unknown => Err(self.reject(
                 "unauthenticated",
@@ -98,20 +102,32 @@ fn write_error(e: WriteError) -> Status {
         WriteError::Busy(_) => Status::unavailable(e.to_string()),
         WriteError::Store(e) => {
             tracing::error!(error = %e, "store write failed");
-            Status::unavailable(format!("the collector could not store this; retry later ({e})"))
+            Status::unavailable(format!(
+                "the collector could not store this; retry later ({e})"
+            ))
         }
     }
 }
 
 #[tonic::async_trait]
 impl pb::collector_server::Collector for Ingest {
-    async fn enroll(&self, req: Request<pb::EnrollRequest>) -> Result<Response<pb::EnrollResponse>, Status> {
-        let peer = req.remote_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    async fn enroll(
+        &self,
+        req: Request<pb::EnrollRequest>,
+    ) -> Result<Response<pb::EnrollResponse>, Status> {
+        let peer = req
+            .remote_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
         let req = req.into_inner();
-        let tps_code: TpsCode = req.tps_code.trim().parse().map_err(|e: crate::domain::BadTpsCode| {
-            self.metrics.enrollment("invalid");
-            Status::invalid_argument(format!("tps_code: {e}"))
-        })?;
+        let tps_code: TpsCode =
+            req.tps_code
+                .trim()
+                .parse()
+                .map_err(|e: crate::domain::BadTpsCode| {
+                    self.metrics.enrollment("invalid");
+                    Status::invalid_argument(format!("tps_code: {e}"))
+                })?;
         let code = auth::normalize_code(&req.enrollment_code).map_err(|e| {
             self.metrics.enrollment("invalid");
             Status::invalid_argument(format!("enrollment_code: {e}"))
@@ -121,7 +137,10 @@ impl pb::collector_server::Collector for Ingest {
         {
             let now = Instant::now();
             let mut l = self.limiters();
-            let wait = l.0.check(&station_key, now).err().or_else(|| l.1.check(&peer_key, now).err());
+            let wait =
+                l.0.check(&station_key, now)
+                    .err()
+                    .or_else(|| l.1.check(&peer_key, now).err());
             if let Some(wait) = wait {
                 self.metrics.enrollment("rate_limited");
                 return Err(Status::resource_exhausted(format!(
@@ -187,22 +206,49 @@ impl pb::collector_server::Collector for Ingest {
                 self.metrics.enrollment("enrolled");
                 self.metrics.enrolled_agents.inc();
                 tracing::info!(%tps_code, agent_id, %peer, "agent enrolled");
-                Ok(Response::new(pb::EnrollResponse { agent_id, token, settings: Some(self.settings) }))
+                Ok(Response::new(pb::EnrollResponse {
+                    agent_id,
+                    token,
+                    settings: Some(self.settings),
+                }))
             }
         }
     }
 
-    async fn push(&self, req: Request<pb::PushRequest>) -> Result<Response<pb::PushResponse>, Status> {
+    async fn push(
+        &self,
+        req: Request<pb::PushRequest>,
+    ) -> Result<Response<pb::PushResponse>, Status> {
         let (agent_id, tps_code) = self.authenticate(&req)?;
         let req = req.into_inner();
         let now = now_ms();
         let status = wire::status(req.status).map_err(|e| self.reject(e.reason(), e.into()))?;
-        let measurements =
-            wire::measurements(req.measurements, now, &self.limits).map_err(|e| self.reject(e.reason(), e.into()))?;
-        let clock_skew_ms = if status.agent_time_ms > 0 { now - status.agent_time_ms } else { 0 };
-        let newest: Vec<_> = newest_per_target(&measurements).into_iter().cloned().collect();
-        let mut seen = Seen { agent_id, received_ms: now, clock_skew_ms, acked_seq: 0, status: status.clone() };
-        let push = Push { agent_id, tps_code, received_ms: now, clock_skew_ms, status, measurements };
+        let measurements = wire::measurements(req.measurements, now, &self.limits)
+            .map_err(|e| self.reject(e.reason(), e.into()))?;
+        let clock_skew_ms = if status.agent_time_ms > 0 {
+            now - status.agent_time_ms
+        } else {
+            0
+        };
+        let newest: Vec<_> = newest_per_target(&measurements)
+            .into_iter()
+            .cloned()
+            .collect();
+        let mut seen = Seen {
+            agent_id,
+            received_ms: now,
+            clock_skew_ms,
+            acked_seq: 0,
+            status: status.clone(),
+        };
+        let push = Push {
+            agent_id,
+            tps_code,
+            received_ms: now,
+            clock_skew_ms,
+            status,
+            measurements,
+        };
         let outcome = match self.writer.push(push).await {
             Ok(o) => o,
             Err(e) => {
@@ -217,7 +263,9 @@ impl pb::collector_server::Collector for Ingest {
         self.live.apply(&seen, newest);
         self.metrics.pushes.inc();
         self.metrics.measurements_stored.inc_by(outcome.stored);
-        self.metrics.measurements_duplicate.inc_by(outcome.duplicates);
+        self.metrics
+            .measurements_duplicate
+            .inc_by(outcome.duplicates);
         Ok(Response::new(pb::PushResponse {
             acked_seq: outcome.acked_seq,
             server_time_ms: now_ms(),

@@ -56,7 +56,10 @@ pub struct Seen {
 /// The agent a token authenticates, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenCheck {
-    Valid { agent_id: AgentId, tps_code: TpsCode },
+    Valid {
+        agent_id: AgentId,
+        tps_code: TpsCode,
+    },
     Revoked,
     Unknown,
 }
@@ -67,7 +70,11 @@ impl Live {
         let mut inner = Inner::default();
         for a in agents {
             inner.by_token.insert(a.token_hash, a.agent_id);
-            inner.by_station.entry(a.tps_code).or_default().push(a.agent_id);
+            inner
+                .by_station
+                .entry(a.tps_code)
+                .or_default()
+                .push(a.agent_id);
             inner.agents.insert(
                 a.agent_id,
                 AgentLive {
@@ -94,7 +101,9 @@ impl Live {
         for a in inner.agents.values_mut() {
             a.latest.sort_by(|x, y| x.target_name.cmp(&y.target_name));
         }
-        Live { inner: RwLock::new(inner) }
+        Live {
+            inner: RwLock::new(inner),
+        }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
@@ -109,7 +118,10 @@ impl Live {
         let inner = self.read();
         match inner.by_token.get(hash).and_then(|id| inner.agents.get(id)) {
             Some(a) if a.revoked => TokenCheck::Revoked,
-            Some(a) => TokenCheck::Valid { agent_id: a.agent_id, tps_code: a.tps_code },
+            Some(a) => TokenCheck::Valid {
+                agent_id: a.agent_id,
+                tps_code: a.tps_code,
+            },
             None => TokenCheck::Unknown,
         }
     }
@@ -118,7 +130,11 @@ impl Live {
     pub fn add_agent(&self, agent: AgentLive, token_hash: Digest32) {
         let mut inner = self.write();
         inner.by_token.insert(token_hash, agent.agent_id);
-        inner.by_station.entry(agent.tps_code).or_default().push(agent.agent_id);
+        inner
+            .by_station
+            .entry(agent.tps_code)
+            .or_default()
+            .push(agent.agent_id);
         inner.agents.insert(agent.agent_id, agent);
     }
 
@@ -140,7 +156,9 @@ impl Live {
     /// Applies a committed push: its status and the newest measurement per target.
     pub fn apply(&self, seen: &Seen, newest: Vec<Measurement>) {
         let mut inner = self.write();
-        let Some(a) = inner.agents.get_mut(&seen.agent_id) else { return };
+        let Some(a) = inner.agents.get_mut(&seen.agent_id) else {
+            return;
+        };
         a.acked_seq = a.acked_seq.max(seen.acked_seq);
         a.last_seen_ms = Some(seen.received_ms);
         a.clock_skew_ms = Some(seen.clock_skew_ms);
@@ -163,7 +181,11 @@ impl Live {
         inner
             .by_station
             .get(code)
-            .map(|ids| ids.iter().filter_map(|id| inner.agents.get(id).cloned()).collect())
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| inner.agents.get(id).cloned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

@@ -85,7 +85,10 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Command::Serve { config, import_stations } => {
+        Command::Serve {
+            config,
+            import_stations,
+        } => {
             let config = config::load(&config)?;
             if let Some(file) = import_stations {
                 commands::import_stations(&config.data_dir, &file)?;
@@ -105,14 +108,24 @@ fn main() -> anyhow::Result<()> {
             println!("{n} enrollment codes written to {}", out.display());
             Ok(())
         }
-        Command::RevokeAgent { agent_id, reason, store } => {
+        Command::RevokeAgent {
+            agent_id,
+            reason,
+            store,
+        } => {
             let tps = commands::revoke_agent(&store.data_dir()?, agent_id, &reason)?;
             println!("agent {agent_id} of TPS {tps} revoked");
             Ok(())
         }
         Command::CheckConfig { config } => {
             let c = config::load(&config).with_context(|| "config rejected")?;
-            println!("{}: ok (gRPC {}, HTTP {}, data in {})", config.display(), c.grpc_listen, c.http_listen, c.data_dir.display());
+            println!(
+                "{}: ok (gRPC {}, HTTP {}, data in {})",
+                config.display(),
+                c.grpc_listen,
+                c.http_listen,
+                c.data_dir.display()
+            );
             Ok(())
         }
     }

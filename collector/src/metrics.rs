@@ -59,7 +59,11 @@ impl Metrics {
             measurements_duplicate.clone(),
         );
         registry.register("push_rejects", "Pushes refused, by reason", rejects.clone());
-        registry.register("enrollments", "Enrollment attempts, by result", enrollments.clone());
+        registry.register(
+            "enrollments",
+            "Enrollment attempts, by result",
+            enrollments.clone(),
+        );
         registry.register(
             "store_commit_seconds",
             "Time to commit one batch of writes to SQLite",
@@ -70,7 +74,11 @@ impl Metrics {
             "Pushes and enrollments committed together in one transaction",
             commit_jobs.clone(),
         );
-        registry.register("store_commit_failures", "Failed commits", commit_failures.clone());
+        registry.register(
+            "store_commit_failures",
+            "Failed commits",
+            commit_failures.clone(),
+        );
         registry.register(
             "store_queue_full",
             "Writes refused because the write queue stayed full",
@@ -101,7 +109,9 @@ impl Metrics {
     }
 
     pub fn enrollment(&self, result: &'static str) {
-        self.enrollments.get_or_create(&vec![("result", result)]).inc();
+        self.enrollments
+            .get_or_create(&vec![("result", result)])
+            .inc();
     }
 
     /// The Prometheus text exposition of every metric.

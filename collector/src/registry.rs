@@ -68,7 +68,9 @@ pub fn parse(
         .flexible(true)
         .trim(csv::Trim::All)
         .from_reader(input);
-    let header = rdr.headers().map_err(|e| RegistryError::Header { problem: e.to_string() })?;
+    let header = rdr.headers().map_err(|e| RegistryError::Header {
+        problem: e.to_string(),
+    })?;
     let got: Vec<&str> = header.iter().collect();
     for (i, want) in COLUMNS.iter().enumerate() {
         match got.get(i) {
@@ -79,7 +81,9 @@ pub fn parse(
                 });
             }
             None => {
-                return Err(RegistryError::Header { problem: format!("column `{want}` is missing") });
+                return Err(RegistryError::Header {
+                    problem: format!("column `{want}` is missing"),
+                });
             }
         }
     }
@@ -101,7 +105,10 @@ pub fn parse(
             Ok(true) => {}
             Err(e) => {
                 let line = e.position().map(|p| p.line()).unwrap_or(0);
-                return Err(RegistryError::Csv { line, problem: e.to_string() });
+                return Err(RegistryError::Csv {
+                    line,
+                    problem: e.to_string(),
+                });
             }
         }
         let line = record.position().map(|p| p.line()).unwrap_or(0);
@@ -134,7 +141,10 @@ pub fn parse(
     }
     progress(rows);
     if total_errors > 0 {
-        return Err(RegistryError::Rows { total: total_errors, shown: errors });
+        return Err(RegistryError::Rows {
+            total: total_errors,
+            shown: errors,
+        });
     }
     if stations.is_empty() {
         return Err(RegistryError::Empty);
@@ -143,15 +153,27 @@ pub fn parse(
 }
 
 fn row(line: u64, r: &csv::StringRecord) -> Result<Station, RowError> {
-    let err = |field: &'static str, problem: String| RowError { line, field, problem };
+    let err = |field: &'static str, problem: String| RowError {
+        line,
+        field,
+        problem,
+    };
     if r.len() != COLUMNS.len() {
-        return Err(err("row", format!("has {} fields, expected {}", r.len(), COLUMNS.len())));
+        return Err(err(
+            "row",
+            format!("has {} fields, expected {}", r.len(), COLUMNS.len()),
+        ));
     }
     let get = |i: usize| r.get(i).unwrap_or("");
-    let tps_code: TpsCode = get(0).parse().map_err(|e: crate::domain::BadTpsCode| err("tps_code", e.to_string()))?;
+    let tps_code: TpsCode = get(0)
+        .parse()
+        .map_err(|e: crate::domain::BadTpsCode| err("tps_code", e.to_string()))?;
     let number = get(1);
     if number.len() != 3 || !number.bytes().all(|b| b.is_ascii_digit()) || number == "000" {
-        return Err(err("tps_number", format!("{number:?} is not a 3-digit TPS number 001-999")));
+        return Err(err(
+            "tps_number",
+            format!("{number:?} is not a 3-digit TPS number 001-999"),
+        ));
     }
     if number != tps_code.number() {
         return Err(err(
@@ -191,7 +213,9 @@ fn row(line: u64, r: &csv::StringRecord) -> Result<Station, RowError> {
         if v.is_empty() {
             return Ok(None);
         }
-        let x: f64 = v.parse().map_err(|_| err(field, format!("{v:?} is not a number")))?;
+        let x: f64 = v
+            .parse()
+            .map_err(|_| err(field, format!("{v:?} is not a number")))?;
         if !x.is_finite() || x.abs() > limit {
             return Err(err(field, format!("{v} is outside -{limit}..{limit}")));
         }
@@ -201,7 +225,10 @@ fn row(line: u64, r: &csv::StringRecord) -> Result<Station, RowError> {
     let lon = coord(8, "lon", 180.0)?;
     if lat.is_some() != lon.is_some() {
         let field = if lat.is_none() { "lat" } else { "lon" };
-        return Err(err(field, "is empty while the other coordinate is given; give both or neither".into()));
+        return Err(err(
+            field,
+            "is empty while the other coordinate is given; give both or neither".into(),
+        ));
     }
     let v = get(9);
     let voters: u32 = v
@@ -236,7 +263,8 @@ fn valid_village_code(s: &str) -> bool {
 mod tests {
     use super::*;
 
-    const HEADER: &str = "tps_code,tps_number,village_code,village,district,regency,province,lat,lon,voters\n";
+    const HEADER: &str =
+        "tps_code,tps_number,village_code,village,district,regency,province,lat,lon,voters\n";
 
     fn parse_str(s: &str) -> Result<Vec<Station>, RegistryError> {
         parse(s.as_bytes(), 1000, |_| {})
@@ -285,7 +313,11 @@ mod tests {
                     ]
                 );
                 assert_eq!(total, 8);
-                assert!(shown[6].problem.contains("duplicate of line 2"), "{}", shown[6].problem);
+                assert!(
+                    shown[6].problem.contains("duplicate of line 2"),
+                    "{}",
+                    shown[6].problem
+                );
             }
             other => panic!("expected row errors, got {other:?}"),
         }
@@ -295,7 +327,9 @@ mod tests {
     fn header_must_match() {
         let csv = "tps_code,number,village_code\n";
         match parse_str(csv) {
-            Err(RegistryError::Header { problem }) => assert!(problem.contains("column 2 is `number`"), "{problem}"),
+            Err(RegistryError::Header { problem }) => {
+                assert!(problem.contains("column 2 is `number`"), "{problem}")
+            }
             other => panic!("{other:?}"),
         }
     }

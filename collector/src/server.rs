@@ -41,7 +41,10 @@ impl Listeners {
                 std::io::Error::new(e.kind(), format!("cannot listen for {what} on {addr}: {e}"))
             })
         };
-        Ok(Listeners { grpc: bind(config.grpc_listen, "gRPC").await?, http: bind(config.http_listen, "HTTP").await? })
+        Ok(Listeners {
+            grpc: bind(config.grpc_listen, "gRPC").await?,
+            http: bind(config.http_listen, "HTTP").await?,
+        })
     }
 }
 
@@ -72,8 +75,10 @@ pub async fn run(
         let write_conn = store::open(&data_dir, sync)?;
         let reader = store::open(&data_dir, sync)?;
         let live = Live::load(store::load_agents(&reader)?, store::load_latest(&reader)?);
-        let code_key = CodeKey::load_or_create(&data_dir)
-            .map_err(|source| StoreError::Dir { path: data_dir.clone(), source })?;
+        let code_key = CodeKey::load_or_create(&data_dir).map_err(|source| StoreError::Dir {
+            path: data_dir.clone(),
+            source,
+        })?;
         Ok::<_, StoreError>((write_conn, reader, live, code_key))
     })
     .await
@@ -81,8 +86,12 @@ pub async fn run(
     let live = Arc::new(live);
     let metrics = Arc::new(Metrics::new());
     metrics.enrolled_agents.set(live.active_agents() as i64);
-    let (writer, writer_thread) =
-        Writer::spawn(write_conn, config.ingest.queue_capacity, config.ingest.queue_timeout, metrics.clone())?;
+    let (writer, writer_thread) = Writer::spawn(
+        write_conn,
+        config.ingest.queue_capacity,
+        config.ingest.queue_timeout,
+        metrics.clone(),
+    )?;
     let reader = Arc::new(Mutex::new(reader));
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -94,7 +103,11 @@ pub async fn run(
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let revocations = tokio::spawn(poll_revocations(reader.clone(), live.clone(), stopped(stop_rx.clone())));
+    let revocations = tokio::spawn(poll_revocations(
+        reader.clone(),
+        live.clone(),
+        stopped(stop_rx.clone()),
+    ));
 
     // gRPC: the collector service, health and reflection.
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -104,13 +117,22 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let ingest = Ingest::new(writer.clone(), live.clone(), metrics.clone(), code_key, &config.ingest, &config.enroll);
+    let ingest = Ingest::new(
+        writer.clone(),
+        live.clone(),
+        metrics.clone(),
+        code_key,
+        &config.ingest,
+        &config.enroll,
+    );
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(60)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)));
     if let Some(tls) = &config.tls {
         builder = builder
-            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem)))
+            .tls_config(
+                ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem)),
+            )
             .map_err(|e| ServeError::Tls(e.to_string()))?;
     }
     let grpc_addr = listeners.grpc.local_addr()?;
@@ -122,15 +144,26 @@ pub async fn run(
         .add_service(reflection)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), async move {
             grpc_stop.await;
-            health_on_stop.set_not_serving::<CollectorServer<Ingest>>().await;
+            health_on_stop
+                .set_not_serving::<CollectorServer<Ingest>>()
+                .await;
         });
 
     // HTTP
     let http_addr = listeners.http.local_addr()?;
-    let app = http::router(AppState { live, metrics, writer, reader })
-        .into_make_service_with_connect_info::<SocketAddr>();
+    let app = http::router(AppState {
+        live,
+        metrics,
+        writer,
+        reader,
+    })
+    .into_make_service_with_connect_info::<SocketAddr>();
     let http_stop = stopped(stop_rx.clone());
-    let scheme = if config.tls.is_some() { "TLS" } else { "plaintext" };
+    let scheme = if config.tls.is_some() {
+        "TLS"
+    } else {
+        "plaintext"
+    };
     let http_tls = config.tls.clone();
     let http = async move {
         match &http_tls {
@@ -139,9 +172,12 @@ pub async fn run(
                 .await
                 .map_err(ServeError::Io),
             Some(tls) => {
-                let rustls = axum_server::tls_rustls::RustlsConfig::from_pem(tls.cert_pem.clone(), tls.key_pem.clone())
-                    .await
-                    .map_err(|e| ServeError::Tls(e.to_string()))?;
+                let rustls = axum_server::tls_rustls::RustlsConfig::from_pem(
+                    tls.cert_pem.clone(),
+                    tls.key_pem.clone(),
+                )
+                .await
+                .map_err(|e| ServeError::Tls(e.to_string()))?;
                 let handle = axum_server::Handle::new();
                 let h = handle.clone();
                 tokio::spawn(async move {
@@ -173,7 +209,11 @@ pub async fn run(
 }
 
 /// Picks up agents revoked from the command line (another process writing the store).
-async fn poll_revocations(reader: Arc<Mutex<rusqlite::Connection>>, live: Arc<Live>, stop: impl Future<Output = ()>) {
+async fn poll_revocations(
+    reader: Arc<Mutex<rusqlite::Connection>>,
+    live: Arc<Live>,
+    stop: impl Future<Output = ()>,
+) {
     let mut since = 0i64;
     let poll = async {
         loop {

@@ -18,7 +18,10 @@ pub enum Invalid {
 
 impl Invalid {
     fn field(field: impl Into<String>, problem: impl Into<String>) -> Self {
-        Invalid::Field { field: field.into(), problem: problem.into() }
+        Invalid::Field {
+            field: field.into(),
+            problem: problem.into(),
+        }
     }
     /// Short label for the rejects-by-reason metric.
     pub fn reason(&self) -> &'static str {
@@ -50,16 +53,24 @@ const MAX_TEXT: usize = 256;
 
 fn text(field: &str, s: String) -> Result<String, Invalid> {
     if s.len() > MAX_TEXT {
-        return Err(Invalid::field(field, format!("longer than {MAX_TEXT} bytes")));
+        return Err(Invalid::field(
+            field,
+            format!("longer than {MAX_TEXT} bytes"),
+        ));
     }
     Ok(s)
 }
 
 /// Converts a push's status; an absent status is an empty one (an old or minimal agent).
 pub fn status(s: Option<pb::AgentStatus>) -> Result<AgentStatus, Invalid> {
-    let Some(s) = s else { return Ok(AgentStatus::default()) };
+    let Some(s) = s else {
+        return Ok(AgentStatus::default());
+    };
     if s.interfaces.len() > 64 {
-        return Err(Invalid::field("status.interfaces", "more than 64 interfaces"));
+        return Err(Invalid::field(
+            "status.interfaces",
+            "more than 64 interfaces",
+        ));
     }
     let interfaces = s
         .interfaces
@@ -111,7 +122,12 @@ pub fn measurement(
     let method = match pb::Method::try_from(m.method) {
         Ok(pb::Method::Icmp) => Method::Icmp,
         Ok(pb::Method::Tcp) => Method::Tcp,
-        _ => return Err(Invalid::field(f("method"), format!("unknown method {}", m.method))),
+        _ => {
+            return Err(Invalid::field(
+                f("method"),
+                format!("unknown method {}", m.method),
+            ));
+        }
     };
     if m.target_name.is_empty() {
         return Err(Invalid::field(f("target_name"), "is empty"));
@@ -123,7 +139,10 @@ pub fn measurement(
         ));
     }
     if m.start_ms <= 0 {
-        return Err(Invalid::field(f("start_ms"), format!("{} is not a unix time", m.start_ms)));
+        return Err(Invalid::field(
+            f("start_ms"),
+            format!("{} is not a unix time", m.start_ms),
+        ));
     }
     if m.start_ms > now_ms + limits.max_future_ms {
         return Err(Invalid::field(
@@ -138,16 +157,25 @@ pub fn measurement(
     let rtt = match (m.rtt_min_ms, m.rtt_avg_ms, m.rtt_max_ms) {
         (None, None, None) => {
             if m.received > 0 {
-                return Err(Invalid::field(f("rtt_avg_ms"), "absent although probes were answered"));
+                return Err(Invalid::field(
+                    f("rtt_avg_ms"),
+                    "absent although probes were answered",
+                ));
             }
             if m.jitter_ms.is_some() {
-                return Err(Invalid::field(f("jitter_ms"), "present although nothing was answered"));
+                return Err(Invalid::field(
+                    f("jitter_ms"),
+                    "present although nothing was answered",
+                ));
             }
             None
         }
         (Some(min), Some(avg), Some(max)) => {
             if m.received == 0 {
-                return Err(Invalid::field(f("rtt_avg_ms"), "present although nothing was answered"));
+                return Err(Invalid::field(
+                    f("rtt_avg_ms"),
+                    "present although nothing was answered",
+                ));
             }
             let min = rtt_value(f("rtt_min_ms"), min)?;
             let avg = rtt_value(f("rtt_avg_ms"), avg)?;
@@ -158,8 +186,16 @@ pub fn measurement(
                     format!("RTTs out of order: need min <= avg <= max, got {min} / {avg} / {max}"),
                 ));
             }
-            let jitter_ms = m.jitter_ms.map(|j| rtt_value(f("jitter_ms"), j)).transpose()?;
-            Some(Rtt { min_ms: min, avg_ms: avg, max_ms: max, jitter_ms })
+            let jitter_ms = m
+                .jitter_ms
+                .map(|j| rtt_value(f("jitter_ms"), j))
+                .transpose()?;
+            Some(Rtt {
+                min_ms: min,
+                avg_ms: avg,
+                max_ms: max,
+                jitter_ms,
+            })
         }
         (min, avg, _) => {
             let missing = if min.is_none() {
@@ -169,7 +205,10 @@ pub fn measurement(
             } else {
                 "rtt_max_ms"
             };
-            return Err(Invalid::field(f(missing), "absent while other RTT fields are present"));
+            return Err(Invalid::field(
+                f(missing),
+                "absent while other RTT fields are present",
+            ));
         }
     };
     Ok(Measurement {
@@ -191,7 +230,10 @@ pub fn measurements(
     limits: &PushLimits,
 ) -> Result<Vec<Measurement>, Invalid> {
     if ms.len() > limits.max_batch {
-        return Err(Invalid::BatchTooLarge { got: ms.len(), max: limits.max_batch });
+        return Err(Invalid::BatchTooLarge {
+            got: ms.len(),
+            max: limits.max_batch,
+        });
     }
     let mut out: Vec<Measurement> = Vec::with_capacity(ms.len());
     for (i, m) in ms.into_iter().enumerate() {
@@ -201,11 +243,17 @@ pub fn measurements(
         {
             return Err(Invalid::field(
                 format!("measurements[{i}].seq"),
-                format!("{} does not follow {} (must strictly increase)", m.seq, prev.seq),
+                format!(
+                    "{} does not follow {} (must strictly increase)",
+                    m.seq, prev.seq
+                ),
             ));
         }
         if m.seq == 0 {
-            return Err(Invalid::field(format!("measurements[{i}].seq"), "must be at least 1"));
+            return Err(Invalid::field(
+                format!("measurements[{i}].seq"),
+                "must be at least 1",
+            ));
         }
         out.push(m);
     }
@@ -225,7 +273,10 @@ mod tests {
     use super::*;
 
     const NOW: i64 = 1_790_000_000_000;
-    const LIMITS: PushLimits = PushLimits { max_batch: 10, max_future_ms: 300_000 };
+    const LIMITS: PushLimits = PushLimits {
+        max_batch: 10,
+        max_future_ms: 300_000,
+    };
 
     fn good() -> pb::Measurement {
         pb::Measurement {
@@ -305,12 +356,17 @@ mod tests {
 
     #[test]
     fn batch_limit_and_order() {
-        let many: Vec<_> = (1..=11).map(|s| pb::Measurement { seq: s, ..good() }).collect();
+        let many: Vec<_> = (1..=11)
+            .map(|s| pb::Measurement { seq: s, ..good() })
+            .collect();
         assert_eq!(
             measurements(many, NOW, &LIMITS),
             Err(Invalid::BatchTooLarge { got: 11, max: 10 })
         );
-        let unordered = vec![pb::Measurement { seq: 5, ..good() }, pb::Measurement { seq: 5, ..good() }];
+        let unordered = vec![
+            pb::Measurement { seq: 5, ..good() },
+            pb::Measurement { seq: 5, ..good() },
+        ];
         match measurements(unordered, NOW, &LIMITS) {
             Err(Invalid::Field { field, .. }) => assert_eq!(field, "measurements[1].seq"),
             other => panic!("{other:?}"),

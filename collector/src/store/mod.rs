@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::domain::{AgentId, AgentStatus, Measurement, Method, RegionLevel, Rtt, Station, TpsCode};
+use crate::domain::{
+    AgentId, AgentStatus, Measurement, Method, RegionLevel, Rtt, Station, TpsCode,
+};
 
 /// How hard a commit waits for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -32,7 +34,10 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("cannot use the data directory {path}: {source}")]
-    Dir { path: PathBuf, source: std::io::Error },
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(
         "the database schema is version {found}, newer than this program knows ({known}); use a newer tps-collector"
     )]
@@ -135,8 +140,10 @@ pub fn db_path(data_dir: &Path) -> PathBuf {
 
 /// Opens (creating if needed) the database in `data_dir` and brings its schema up to date.
 pub fn open(data_dir: &Path, sync: Synchronous) -> Result<Connection, StoreError> {
-    std::fs::create_dir_all(data_dir)
-        .map_err(|source| StoreError::Dir { path: data_dir.to_path_buf(), source })?;
+    std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Dir {
+        path: data_dir.to_path_buf(),
+        source,
+    })?;
     let mut conn = Connection::open(db_path(data_dir))?;
     conn.busy_timeout(Duration::from_secs(30))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -157,7 +164,10 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let known = MIGRATIONS.len() as i64;
     if version > known {
-        return Err(StoreError::TooNew { found: version, known });
+        return Err(StoreError::TooNew {
+            found: version,
+            known,
+        });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let tx = conn.transaction()?;
@@ -188,7 +198,12 @@ pub fn import_stations(
     mut progress: impl FnMut(u64),
 ) -> Result<ImportSummary, StoreError> {
     let tx = conn.transaction()?;
-    let mut s = ImportSummary { inserted: 0, updated: 0, unchanged: 0, not_in_file: 0 };
+    let mut s = ImportSummary {
+        inserted: 0,
+        updated: 0,
+        unchanged: 0,
+        not_in_file: 0,
+    };
     {
         let mut insert = tx.prepare(
             "INSERT INTO stations (tps_code, village_code, village, district, regency, province,
@@ -250,7 +265,9 @@ pub fn station_codes(conn: &Connection, region: Option<&str>) -> Result<Vec<Stri
     let mut st = conn.prepare(
         "SELECT tps_code FROM stations WHERE tps_code >= ?1 AND tps_code < ?1 || ':' ORDER BY tps_code",
     )?;
-    let codes = st.query_map([prefix], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
+    let codes = st
+        .query_map([prefix], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
     Ok(codes)
 }
 
@@ -331,7 +348,11 @@ pub fn load_agents(conn: &Connection) -> Result<Vec<AgentRow>, StoreError> {
         Ok(AgentRow {
             agent_id: r.get::<_, i64>(0)? as AgentId,
             tps_code: code.parse().map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e))
+                rusqlite::Error::FromSqlConversionFailure(
+                    1,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
             })?,
             token_hash: hash.as_slice().try_into().unwrap_or([0; 32]),
             hostname: r.get(3)?,
@@ -364,9 +385,12 @@ fn measurement_from_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result
         sent: r.get(first + 5)?,
         received: r.get(first + 6)?,
         rtt: match (min, avg, max) {
-            (Some(min_ms), Some(avg_ms), Some(max_ms)) => {
-                Some(Rtt { min_ms, avg_ms, max_ms, jitter_ms: r.get(first + 10)? })
-            }
+            (Some(min_ms), Some(avg_ms), Some(max_ms)) => Some(Rtt {
+                min_ms,
+                avg_ms,
+                max_ms,
+                jitter_ms: r.get(first + 10)?,
+            }),
             _ => None,
         },
     })
@@ -378,7 +402,9 @@ pub fn load_latest(conn: &Connection) -> Result<Vec<(AgentId, Measurement)>, Sto
         "SELECT agent_id, seq, start_ms, target_name, target_address, method, sent, received,
                 rtt_min_ms, rtt_avg_ms, rtt_max_ms, jitter_ms FROM latest",
     )?;
-    let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)? as AgentId, measurement_from_row(r, 1)?)))?;
+    let rows = st.query_map([], |r| {
+        Ok((r.get::<_, i64>(0)? as AgentId, measurement_from_row(r, 1)?))
+    })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
@@ -406,7 +432,10 @@ pub fn station(conn: &Connection, code: &TpsCode) -> Result<Option<Station>, Sto
 }
 
 /// Every stored measurement of one agent, in sequence order (tests and audits).
-pub fn measurements_of(conn: &Connection, agent_id: AgentId) -> Result<Vec<Measurement>, StoreError> {
+pub fn measurements_of(
+    conn: &Connection,
+    agent_id: AgentId,
+) -> Result<Vec<Measurement>, StoreError> {
     let mut st = conn.prepare(
         "SELECT seq, start_ms, target_name, target_address, method, sent, received,
                 rtt_min_ms, rtt_avg_ms, rtt_max_ms, jitter_ms

@@ -43,15 +43,23 @@ pub struct EnrollJob {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnrollOutcome {
-    Enrolled { agent_id: AgentId },
+    Enrolled {
+        agent_id: AgentId,
+    },
     UnknownStation,
     /// No unused code for the station, or a different one.
     WrongCode,
 }
 
 enum Job {
-    Push { push: Push, reply: oneshot::Sender<Result<PushOutcome, StoreError>> },
-    Enroll { job: EnrollJob, reply: oneshot::Sender<Result<EnrollOutcome, StoreError>> },
+    Push {
+        push: Push,
+        reply: oneshot::Sender<Result<PushOutcome, StoreError>>,
+    },
+    Enroll {
+        job: EnrollJob,
+        reply: oneshot::Sender<Result<EnrollOutcome, StoreError>>,
+    },
 }
 
 /// Why a write was not done.
@@ -95,7 +103,14 @@ impl Writer {
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer_loop(conn, rx, &m))?;
-        Ok((Writer { tx, enqueue_timeout, metrics }, handle))
+        Ok((
+            Writer {
+                tx,
+                enqueue_timeout,
+                metrics,
+            },
+            handle,
+        ))
     }
 
     async fn send(&self, job: Job) -> Result<(), WriteError> {
@@ -145,7 +160,9 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, metrics: &Metr
         }
         let started = Instant::now();
         let result = commit(&mut conn, &batch);
-        metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+        metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
         metrics.commit_jobs.observe(batch.len() as f64);
         match result {
             Ok(outcomes) => {
@@ -274,15 +291,30 @@ fn store_push(tx: &rusqlite::Transaction<'_>, push: &Push) -> Result<PushOutcome
     )?;
     let acked: Option<i64> = update
         .query_row(
-            params![agent, max_seq as i64, push.received_ms, push.clock_skew_ms, status],
+            params![
+                agent,
+                max_seq as i64,
+                push.received_ms,
+                push.clock_skew_ms,
+                status
+            ],
             |r| r.get(0),
         )
         .optional()?;
-    let acked = acked.ok_or_else(|| StoreError::NotFound(format!("agent {} is not in the store", push.agent_id)))?;
-    Ok(PushOutcome { acked_seq: acked as u64, stored, duplicates })
+    let acked = acked.ok_or_else(|| {
+        StoreError::NotFound(format!("agent {} is not in the store", push.agent_id))
+    })?;
+    Ok(PushOutcome {
+        acked_seq: acked as u64,
+        stored,
+        duplicates,
+    })
 }
 
-fn store_enroll(tx: &rusqlite::Transaction<'_>, job: &EnrollJob) -> Result<EnrollOutcome, StoreError> {
+fn store_enroll(
+    tx: &rusqlite::Transaction<'_>,
+    job: &EnrollJob,
+) -> Result<EnrollOutcome, StoreError> {
     let code = job.tps_code.as_str();
     let exists: Option<i64> = tx
         .prepare_cached("SELECT 1 FROM stations WHERE tps_code = ?1")?
@@ -303,8 +335,17 @@ fn store_enroll(tx: &rusqlite::Transaction<'_>, job: &EnrollJob) -> Result<Enrol
     let id: i64 = tx.query_row(
         "INSERT INTO agents (tps_code, token_hash, hostname, os, agent_version, enrolled_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING agent_id",
-        params![code, &job.token_hash[..], job.hostname, job.os, job.agent_version, job.now_ms],
+        params![
+            code,
+            &job.token_hash[..],
+            job.hostname,
+            job.os,
+            job.agent_version,
+            job.now_ms
+        ],
         |r| r.get(0),
     )?;
-    Ok(EnrollOutcome::Enrolled { agent_id: id as AgentId })
+    Ok(EnrollOutcome::Enrolled {
+        agent_id: id as AgentId,
+    })
 }

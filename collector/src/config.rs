@@ -408,7 +408,7 @@ mod tests {
         );
         assert!(err("[tls]\nplaintext = true\n").contains("missing field `store`"));
         assert!(
-            err(&format!("{base}").replace(
+            err(&base.replace(
                 "data_dir = \"d\"",
                 "data_dir = \"d\"\nsynchronous = \"off\""
             ))

@@ -113,7 +113,7 @@ pub fn parse(
         }
         let line = record.position().map(|p| p.line()).unwrap_or(0);
         rows += 1;
-        if rows % every == 0 {
+        if rows.is_multiple_of(every) {
             progress(rows);
         }
         match row(line, &record) {

@@ -60,7 +60,9 @@ async fn one_run(args: &Args, sync: Synchronous) -> anyhow::Result<(f64, f64)> {
             let base = now_ms() - 30 * 86_400_000;
             let mut seq = 1u64;
             while Instant::now() < stop_at {
-                let ms = (seq..seq + batch).map(|s| measurement(s, base, "gateway")).collect();
+                let ms = (seq..seq + batch)
+                    .map(|s| measurement(s, base, "gateway"))
+                    .collect();
                 let r = client.push(push_request(&token, ms)).await?.into_inner();
                 anyhow::ensure!(r.acked_seq == seq + batch - 1, "short acknowledgement");
                 seq += batch;

@@ -1,1 +1,7 @@
-//! TPS agent (see issue: agent). Placeholder until the agent lands.
+//! The TPS agent.
+pub mod config;
+pub mod gateway;
+pub mod probe;
+pub mod spool;
+pub mod stats;
+pub mod system;

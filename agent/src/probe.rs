@@ -1,0 +1,263 @@
+//! Probing targets: ICMP echo with surge-ping (raw socket as root, datagram socket where
+//! `net.ipv4.ping_group_range` allows) and TCP connect time. One round against one
+//! target yields one [`Round`] summary.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use surge_ping::{Client, Config as PingConfig, ICMP, PingIdentifier, PingSequence, Pinger};
+
+use crate::config::{Address, Method, Target};
+use crate::stats::{self, Round};
+
+/// Pause between the echoes of one round, so a round is not a burst.
+const ECHO_GAP: Duration = Duration::from_millis(200);
+const PAYLOAD: [u8; 16] = *b"tps-agent-probe!";
+
+/// Why ICMP sockets could not be opened, with what to change.
+pub fn icmp_advice(err: &std::io::Error) -> String {
+    format!(
+        "cannot open an ICMP socket ({err}). Allow unprivileged ping with \
+         `sysctl -w net.ipv4.ping_group_range=\"0 2147483647\"` (and net.ipv6 likewise), \
+         or give the agent CAP_NET_RAW (the systemd unit does: AmbientCapabilities=CAP_NET_RAW). \
+         Until then only targets with a port are probed, over TCP."
+    )
+}
+
+/// A target's pinger and the next sequence number it uses.
+struct PingState {
+    host: IpAddr,
+    pinger: Pinger,
+    next_seq: u16,
+}
+
+/// Probes targets; holds one ICMP client per address family and one pinger per target,
+/// each with its own increasing sequence (datagram replies are matched by host and
+/// sequence only).
+pub struct Prober {
+    v4: Result<Client, String>,
+    v6: Result<Client, String>,
+    echoes: u32,
+    timeout: Duration,
+    pingers: HashMap<String, PingState>,
+}
+
+impl std::fmt::Debug for Prober {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prober")
+            .field("icmp_v4", &self.v4.is_ok())
+            .field("icmp_v6", &self.v6.is_ok())
+            .finish()
+    }
+}
+
+/// What one round against one target measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The address actually probed (`ip` or `ip:port`), or the name that did not resolve.
+    pub address: String,
+    pub method: Method,
+    pub round: Round,
+}
+
+impl Prober {
+    pub fn new(echoes: u32, timeout: Duration) -> Prober {
+        let open = |kind| {
+            Client::new(&PingConfig::builder().kind(kind).build()).map_err(|e| icmp_advice(&e))
+        };
+        Prober {
+            v4: open(ICMP::V4),
+            v6: open(ICMP::V6),
+            echoes,
+            timeout,
+            pingers: HashMap::new(),
+        }
+    }
+
+    /// The reason ICMP cannot be used, if it cannot (IPv4 decides: IPv6-only TPS links are rare).
+    pub fn icmp_unavailable(&self) -> Option<&str> {
+        self.v4.as_ref().err().map(String::as_str)
+    }
+
+    /// Whether this target can be probed at all here.
+    pub fn can_probe(&self, t: &Target) -> bool {
+        t.method == Method::Tcp || self.v4.is_ok() || t.port.is_some()
+    }
+
+    /// Runs one round against `target`, whose address has been resolved to `ip`
+    /// (`None`: resolving failed, which on a TPS usually means the link is down).
+    pub async fn round(
+        &mut self,
+        target: &Target,
+        ip: Option<IpAddr>,
+        shown: &str,
+    ) -> Option<Outcome> {
+        let use_tcp = target.method == Method::Tcp || self.icmp_client(ip).is_none();
+        if use_tcp && target.port.is_none() {
+            return None;
+        }
+        let method = if use_tcp { Method::Tcp } else { Method::Icmp };
+        let Some(ip) = ip else {
+            let lost = vec![None; self.echoes as usize];
+            return Some(Outcome {
+                address: shown.to_string(),
+                method,
+                round: stats::summarize(&lost),
+            });
+        };
+        let mut results = Vec::with_capacity(self.echoes as usize);
+        if use_tcp {
+            let addr = SocketAddr::new(ip, target.port.unwrap_or_default());
+            for i in 0..self.echoes {
+                if i > 0 {
+                    tokio::time::sleep(ECHO_GAP).await;
+                }
+                results.push(tcp_connect_time(addr, self.timeout).await);
+            }
+            return Some(Outcome {
+                address: addr.to_string(),
+                method,
+                round: stats::summarize(&results),
+            });
+        }
+        let (timeout, echoes) = (self.timeout, self.echoes);
+        let state = self.pinger_for(&target.name, ip).await?;
+        for i in 0..echoes {
+            if i > 0 {
+                tokio::time::sleep(ECHO_GAP).await;
+            }
+            let seq = state.next_seq;
+            state.next_seq = state.next_seq.wrapping_add(1);
+            state.pinger.timeout(timeout);
+            results.push(
+                state
+                    .pinger
+                    .ping(PingSequence(seq), &PAYLOAD)
+                    .await
+                    .ok()
+                    .map(|(_, rtt)| rtt),
+            );
+        }
+        Some(Outcome {
+            address: ip.to_string(),
+            method,
+            round: stats::summarize(&results),
+        })
+    }
+
+    fn icmp_client(&self, ip: Option<IpAddr>) -> Option<&Client> {
+        match ip {
+            Some(IpAddr::V6(_)) => self.v6.as_ref().ok(),
+            _ => self.v4.as_ref().ok(),
+        }
+    }
+
+    async fn pinger_for(&mut self, name: &str, ip: IpAddr) -> Option<&mut PingState> {
+        if self.pingers.get(name).is_none_or(|s| s.host != ip) {
+            let client = self.icmp_client(Some(ip))?.clone();
+            let pinger = client.pinger(ip, PingIdentifier(rand::random())).await;
+            // A random start keeps two targets on the same host from sharing sequences.
+            let state = PingState {
+                host: ip,
+                pinger,
+                next_seq: rand::random(),
+            };
+            self.pingers.insert(name.to_string(), state);
+        }
+        self.pingers.get_mut(name)
+    }
+}
+
+/// Time to establish a TCP connection, or `None` if it failed or timed out.
+pub async fn tcp_connect_time(addr: SocketAddr, timeout: Duration) -> Option<Duration> {
+    let t0 = Instant::now();
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_stream)) => Some(t0.elapsed()),
+        _ => None,
+    }
+}
+
+/// Resolves a target's address to one IP: the gateway from the routing table, the
+/// collector's host, or a name or literal.
+pub async fn resolve(address: &Address, collector_host: &str) -> (Option<IpAddr>, String) {
+    let name = match address {
+        Address::Gateway => {
+            return match crate::gateway::default_gateway() {
+                Some(ip) => (Some(ip), ip.to_string()),
+                None => (None, "gateway".to_string()),
+            };
+        }
+        Address::Collector => collector_host.to_string(),
+        Address::Host(h) => h.clone(),
+    };
+    if let Ok(ip) = name.parse::<IpAddr>() {
+        return (Some(ip), name);
+    }
+    let found = tokio::net::lookup_host((name.as_str(), 0))
+        .await
+        .ok()
+        .and_then(|mut a| a.next());
+    (found.map(|a| a.ip()), name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn tcp_probe_measures_a_listening_port_and_fails_a_closed_one() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open = l.local_addr().unwrap();
+        assert!(
+            tcp_connect_time(open, Duration::from_secs(2))
+                .await
+                .is_some()
+        );
+        drop(l);
+        assert!(
+            tcp_connect_time(open, Duration::from_secs(2))
+                .await
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn icmp_round_to_loopback_v4_and_v6() {
+        let mut p = Prober::new(3, Duration::from_secs(2));
+        if let Some(why) = p.icmp_unavailable() {
+            panic!("this test needs ICMP sockets (CI runs as root): {why}");
+        }
+        for (name, addr) in [("lo4", "127.0.0.1"), ("lo6", "::1")] {
+            let t = Target {
+                name: name.into(),
+                address: Address::Host(addr.into()),
+                method: Method::Icmp,
+                port: None,
+            };
+            let ip: IpAddr = addr.parse().unwrap();
+            let out = p.round(&t, Some(ip), addr).await.unwrap();
+            assert_eq!(out.method, Method::Icmp);
+            assert_eq!(out.round.sent, 3);
+            assert_eq!(out.round.received, 3, "{name}: loopback answers every echo");
+            let rtt = out.round.rtt.unwrap();
+            assert!(rtt.max_ms < 1000.0 && rtt.min_ms >= 0.0);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unresolved_target_is_a_lost_round() {
+        let mut p = Prober::new(4, Duration::from_millis(100));
+        let t = Target {
+            name: "x".into(),
+            address: Address::Host("nowhere.invalid".into()),
+            method: Method::Icmp,
+            port: Some(443),
+        };
+        let out = p.round(&t, None, "nowhere.invalid").await.unwrap();
+        assert_eq!(
+            (out.round.sent, out.round.received, out.address.as_str()),
+            (4, 0, "nowhere.invalid")
+        );
+    }
+}

@@ -2,7 +2,6 @@
 //! `net.ipv4.ping_group_range` allows) and TCP connect time. One round against one
 //! target yields one [`Round`] summary.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -25,29 +24,68 @@ pub fn icmp_advice(err: &std::io::Error) -> String {
     )
 }
 
-/// A target's pinger and the next sequence number it uses.
-struct PingState {
-    host: IpAddr,
-    pinger: Pinger,
+/// The ICMP sockets, one per address family, shared by every target's prober.
+#[derive(Clone)]
+pub struct IcmpSockets {
+    v4: Result<Client, String>,
+    v6: Result<Client, String>,
+}
+
+impl std::fmt::Debug for IcmpSockets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IcmpSockets")
+            .field("v4", &self.v4.is_ok())
+            .field("v6", &self.v6.is_ok())
+            .finish()
+    }
+}
+
+impl IcmpSockets {
+    /// Opens the sockets: raw as root or with CAP_NET_RAW, datagram where
+    /// `ping_group_range` allows (surge-ping tries both).
+    pub fn open() -> IcmpSockets {
+        let open = |kind| {
+            Client::new(&PingConfig::builder().kind(kind).build()).map_err(|e| icmp_advice(&e))
+        };
+        IcmpSockets {
+            v4: open(ICMP::V4),
+            v6: open(ICMP::V6),
+        }
+    }
+
+    /// Why ICMP cannot be used, if it cannot (IPv4 decides: IPv6-only TPS links are rare).
+    pub fn unavailable(&self) -> Option<&str> {
+        self.v4.as_ref().err().map(String::as_str)
+    }
+
+    fn client(&self, ip: Option<IpAddr>) -> Option<&Client> {
+        match ip {
+            Some(IpAddr::V6(_)) => self.v6.as_ref().ok(),
+            _ => self.v4.as_ref().ok(),
+        }
+    }
+
+    /// Whether a target can be probed at all here.
+    pub fn can_probe(&self, t: &Target) -> bool {
+        t.method == Method::Tcp || self.v4.is_ok() || t.port.is_some()
+    }
+}
+
+/// Probes one target, round after round. Keeps its own pinger with its own increasing
+/// sequence: datagram ICMP replies are matched by host and sequence only.
+pub struct TargetProber {
+    pub target: Target,
+    sockets: IcmpSockets,
+    echoes: u32,
+    timeout: Duration,
+    pinger: Option<(IpAddr, Pinger)>,
     next_seq: u16,
 }
 
-/// Probes targets; holds one ICMP client per address family and one pinger per target,
-/// each with its own increasing sequence (datagram replies are matched by host and
-/// sequence only).
-pub struct Prober {
-    v4: Result<Client, String>,
-    v6: Result<Client, String>,
-    echoes: u32,
-    timeout: Duration,
-    pingers: HashMap<String, PingState>,
-}
-
-impl std::fmt::Debug for Prober {
+impl std::fmt::Debug for TargetProber {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Prober")
-            .field("icmp_v4", &self.v4.is_ok())
-            .field("icmp_v6", &self.v6.is_ok())
+        f.debug_struct("TargetProber")
+            .field("target", &self.target)
             .finish()
     }
 }
@@ -61,40 +99,30 @@ pub struct Outcome {
     pub round: Round,
 }
 
-impl Prober {
-    pub fn new(echoes: u32, timeout: Duration) -> Prober {
-        let open = |kind| {
-            Client::new(&PingConfig::builder().kind(kind).build()).map_err(|e| icmp_advice(&e))
-        };
-        Prober {
-            v4: open(ICMP::V4),
-            v6: open(ICMP::V6),
+impl TargetProber {
+    pub fn new(
+        target: Target,
+        sockets: IcmpSockets,
+        echoes: u32,
+        timeout: Duration,
+    ) -> TargetProber {
+        // A random start keeps two targets on the same host from sharing sequences.
+        TargetProber {
+            target,
+            sockets,
             echoes,
             timeout,
-            pingers: HashMap::new(),
+            pinger: None,
+            next_seq: rand::random(),
         }
     }
 
-    /// The reason ICMP cannot be used, if it cannot (IPv4 decides: IPv6-only TPS links are rare).
-    pub fn icmp_unavailable(&self) -> Option<&str> {
-        self.v4.as_ref().err().map(String::as_str)
-    }
-
-    /// Whether this target can be probed at all here.
-    pub fn can_probe(&self, t: &Target) -> bool {
-        t.method == Method::Tcp || self.v4.is_ok() || t.port.is_some()
-    }
-
-    /// Runs one round against `target`, whose address has been resolved to `ip`
-    /// (`None`: resolving failed, which on a TPS usually means the link is down).
-    pub async fn round(
-        &mut self,
-        target: &Target,
-        ip: Option<IpAddr>,
-        shown: &str,
-    ) -> Option<Outcome> {
-        let use_tcp = target.method == Method::Tcp || self.icmp_client(ip).is_none();
-        if use_tcp && target.port.is_none() {
+    /// Runs one round; `ip` is the resolved address (`None`: resolving failed, which on
+    /// a TPS usually means the link is down) and `shown` what to report as the address.
+    /// `None` when this target cannot be probed here (ICMP not allowed, no port).
+    pub async fn round(&mut self, ip: Option<IpAddr>, shown: &str) -> Option<Outcome> {
+        let use_tcp = self.target.method == Method::Tcp || self.sockets.client(ip).is_none();
+        if use_tcp && self.target.port.is_none() {
             return None;
         }
         let method = if use_tcp { Method::Tcp } else { Method::Icmp };
@@ -108,7 +136,7 @@ impl Prober {
         };
         let mut results = Vec::with_capacity(self.echoes as usize);
         if use_tcp {
-            let addr = SocketAddr::new(ip, target.port.unwrap_or_default());
+            let addr = SocketAddr::new(ip, self.target.port.unwrap_or_default());
             for i in 0..self.echoes {
                 if i > 0 {
                     tokio::time::sleep(ECHO_GAP).await;
@@ -121,18 +149,20 @@ impl Prober {
                 round: stats::summarize(&results),
             });
         }
-        let (timeout, echoes) = (self.timeout, self.echoes);
-        let state = self.pinger_for(&target.name, ip).await?;
-        for i in 0..echoes {
+        if self.pinger.as_ref().is_none_or(|(host, _)| *host != ip) {
+            let client = self.sockets.client(Some(ip))?.clone();
+            self.pinger = Some((ip, client.pinger(ip, PingIdentifier(rand::random())).await));
+        }
+        let (_, pinger) = self.pinger.as_mut()?;
+        pinger.timeout(self.timeout);
+        for i in 0..self.echoes {
             if i > 0 {
                 tokio::time::sleep(ECHO_GAP).await;
             }
-            let seq = state.next_seq;
-            state.next_seq = state.next_seq.wrapping_add(1);
-            state.pinger.timeout(timeout);
+            let seq = self.next_seq;
+            self.next_seq = self.next_seq.wrapping_add(1);
             results.push(
-                state
-                    .pinger
+                pinger
                     .ping(PingSequence(seq), &PAYLOAD)
                     .await
                     .ok()
@@ -144,28 +174,6 @@ impl Prober {
             method,
             round: stats::summarize(&results),
         })
-    }
-
-    fn icmp_client(&self, ip: Option<IpAddr>) -> Option<&Client> {
-        match ip {
-            Some(IpAddr::V6(_)) => self.v6.as_ref().ok(),
-            _ => self.v4.as_ref().ok(),
-        }
-    }
-
-    async fn pinger_for(&mut self, name: &str, ip: IpAddr) -> Option<&mut PingState> {
-        if self.pingers.get(name).is_none_or(|s| s.host != ip) {
-            let client = self.icmp_client(Some(ip))?.clone();
-            let pinger = client.pinger(ip, PingIdentifier(rand::random())).await;
-            // A random start keeps two targets on the same host from sharing sequences.
-            let state = PingState {
-                host: ip,
-                pinger,
-                next_seq: rand::random(),
-            };
-            self.pingers.insert(name.to_string(), state);
-        }
-        self.pingers.get_mut(name)
     }
 }
 
@@ -224,8 +232,8 @@ mod tests {
 
     #[tokio::test]
     async fn icmp_round_to_loopback_v4_and_v6() {
-        let mut p = Prober::new(3, Duration::from_secs(2));
-        if let Some(why) = p.icmp_unavailable() {
+        let sockets = IcmpSockets::open();
+        if let Some(why) = sockets.unavailable() {
             panic!("this test needs ICMP sockets (CI runs as root): {why}");
         }
         for (name, addr) in [("lo4", "127.0.0.1"), ("lo6", "::1")] {
@@ -235,8 +243,9 @@ mod tests {
                 method: Method::Icmp,
                 port: None,
             };
+            let mut p = TargetProber::new(t, sockets.clone(), 3, Duration::from_secs(2));
             let ip: IpAddr = addr.parse().unwrap();
-            let out = p.round(&t, Some(ip), addr).await.unwrap();
+            let out = p.round(Some(ip), addr).await.unwrap();
             assert_eq!(out.method, Method::Icmp);
             assert_eq!(out.round.sent, 3);
             assert_eq!(out.round.received, 3, "{name}: loopback answers every echo");
@@ -247,14 +256,14 @@ mod tests {
 
     #[tokio::test]
     async fn an_unresolved_target_is_a_lost_round() {
-        let mut p = Prober::new(4, Duration::from_millis(100));
         let t = Target {
             name: "x".into(),
             address: Address::Host("nowhere.invalid".into()),
             method: Method::Icmp,
             port: Some(443),
         };
-        let out = p.round(&t, None, "nowhere.invalid").await.unwrap();
+        let mut p = TargetProber::new(t, IcmpSockets::open(), 4, Duration::from_millis(100));
+        let out = p.round(None, "nowhere.invalid").await.unwrap();
         assert_eq!(
             (out.round.sent, out.round.received, out.address.as_str()),
             (4, 0, "nowhere.invalid")

@@ -1,0 +1,295 @@
+//! The running agent: a probe loop that measures every target each round and spools
+//! the results, and a push loop that delivers the spool to the collector. The probe
+//! loop never waits for the network side: a dead link only makes the spool grow.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio::time::MissedTickBehavior;
+
+use crate::backoff::Backoff;
+use crate::config::{self, Config};
+use crate::credentials::{self, Credentials};
+use crate::probe::{IcmpSockets, Outcome, TargetProber};
+use crate::spool::{NewEntry, Spool, SpoolError};
+use crate::system::SystemInfo;
+use crate::uplink::{self, PushError, Uplink};
+use crate::wire;
+
+/// Most measurements per push until the collector says otherwise.
+const DEFAULT_MAX_BATCH: usize = 500;
+/// How long resolving one target may take before the round counts it as unreachable.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error(transparent)]
+    Connect(#[from] uplink::ConnectError),
+}
+
+pub type SharedSpool = Arc<Mutex<Spool>>;
+
+/// Runs a spool operation on a blocking thread (SQLite fsyncs must not stall probes).
+pub async fn with_spool<T: Send + 'static>(
+    spool: &SharedSpool,
+    f: impl FnOnce(&mut Spool) -> Result<T, SpoolError> + Send + 'static,
+) -> Result<T, SpoolError> {
+    let s = spool.clone();
+    tokio::task::spawn_blocking(move || f(&mut s.lock().unwrap_or_else(|p| p.into_inner())))
+        .await
+        .unwrap_or_else(|e| {
+            Err(SpoolError::Sql(rusqlite::Error::ToSqlConversionFailure(
+                Box::new(e),
+            )))
+        })
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub fn open_spool(config: &Config) -> Result<SharedSpool, SpoolError> {
+    Ok(Arc::new(Mutex::new(Spool::open(
+        &config.state_dir,
+        config.spool_max_age,
+        config.spool_max_bytes,
+    )?)))
+}
+
+/// The probers for a config's targets; says once, at start, what cannot be probed.
+pub fn probers(config: &Config) -> Vec<TargetProber> {
+    let sockets = IcmpSockets::open();
+    if let Some(why) = sockets.unavailable() {
+        tracing::warn!("{why}");
+    }
+    config
+        .targets
+        .iter()
+        .filter(|t| {
+            let ok = sockets.can_probe(t);
+            if !ok {
+                tracing::warn!(target = %t.name, "not probed: ICMP is not allowed here and the target has no port for a TCP probe");
+            }
+            ok
+        })
+        .map(|t| TargetProber::new(t.clone(), sockets.clone(), config.echoes, config.echo_timeout))
+        .collect()
+}
+
+/// One round against every target at once; returns the probers and, per target that
+/// could be probed, its name and what was measured, in target order.
+pub async fn probe_round(
+    probers: Vec<TargetProber>,
+    collector_host: &str,
+) -> (Vec<TargetProber>, Vec<(String, Outcome)>) {
+    let mut set = JoinSet::new();
+    for (i, mut p) in probers.into_iter().enumerate() {
+        let host = collector_host.to_string();
+        set.spawn(async move {
+            let resolving = crate::probe::resolve(&p.target.address, &host);
+            let (ip, shown): (Option<IpAddr>, String) =
+                match tokio::time::timeout(RESOLVE_TIMEOUT, resolving).await {
+                    Ok(r) => r,
+                    Err(_) => (None, p.target.name.clone()),
+                };
+            let out = p.round(ip, &shown).await;
+            (i, p, out)
+        });
+    }
+    let mut done = set.join_all().await;
+    done.sort_by_key(|(i, _, _)| *i);
+    let mut back = Vec::with_capacity(done.len());
+    let mut outcomes = Vec::new();
+    for (_, p, out) in done {
+        if let Some(o) = out {
+            outcomes.push((p.target.name.clone(), o));
+        }
+        back.push(p);
+    }
+    (back, outcomes)
+}
+
+/// Spool entries for one round's outcomes.
+pub fn round_entries(outcomes: Vec<(String, Outcome)>, start_ms: i64) -> Vec<NewEntry> {
+    outcomes
+        .into_iter()
+        .map(|(target_name, o)| NewEntry {
+            start_ms,
+            target_name,
+            target_address: o.address,
+            method: o.method,
+            round: o.round,
+        })
+        .collect()
+}
+
+/// Probes every `probe_interval` and spools each round. Missed ticks (a busy device, a
+/// laptop waking from sleep) are skipped, never made up in a burst.
+pub async fn probe_loop(config: Config, spool: SharedSpool) {
+    let host = config::collector_host(&config.collector).unwrap_or_default();
+    let mut probers = probers(&config);
+    let mut tick = tokio::time::interval(config.probe_interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        let start_ms = now_ms();
+        let (back, outcomes) = probe_round(std::mem::take(&mut probers), &host).await;
+        probers = back;
+        let batch = round_entries(outcomes, start_ms);
+        let n = batch.len();
+        match with_spool(&spool, move |s| s.append(&batch, start_ms)).await {
+            Ok(_) => tracing::debug!(measurements = n, "round spooled"),
+            Err(e) => tracing::error!(error = %e, "cannot write the spool; this round is lost"),
+        }
+    }
+}
+
+/// Delivers the spool: a push every interval (a heartbeat when nothing waits), the
+/// backlog back to back after an outage, exponential backoff with jitter on failure.
+pub async fn push_loop(config: Config, creds: Credentials, spool: SharedSpool, mut uplink: Uplink) {
+    let mut sys = SystemInfo::new();
+    let mut backoff = Backoff::default();
+    let mut interval = config.push_interval;
+    let mut max_batch = DEFAULT_MAX_BATCH;
+    let mut token = creds.token.clone();
+    // Agents restarted together (a district-wide power cut) must not arrive together.
+    tokio::time::sleep(interval.mul_f64(rand::random::<f64>())).await;
+    // The first push is a heartbeat: it tells what the collector already holds before
+    // any spooled entry is sent (see Spool::renumber_above).
+    let mut first = true;
+    loop {
+        let batch = if first {
+            Vec::new()
+        } else {
+            match with_spool(&spool, move |s| s.batch(max_batch)).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the spool");
+                    tokio::time::sleep(interval).await;
+                    continue;
+                }
+            }
+        };
+        let (depth, dropped) = with_spool(&spool, |s| Ok((s.depth()?, s.dropped()?)))
+            .await
+            .unwrap_or((0, 0));
+        let status = wire::status(sys.facts(), depth, dropped, now_ms());
+        let sent = batch.len();
+        match uplink
+            .push(status, batch.iter().map(wire::measurement).collect())
+            .await
+        {
+            Ok(r) => {
+                backoff.reset();
+                let acked = r.acked_seq;
+                let was_first = first;
+                first = false;
+                let moved = with_spool(&spool, move |s| {
+                    let moved = if was_first {
+                        s.renumber_above(acked)?
+                    } else {
+                        0
+                    };
+                    s.ack(acked)?;
+                    Ok(moved)
+                })
+                .await;
+                match moved {
+                    Ok(m) if m > 0 => tracing::warn!(
+                        by = m,
+                        "the collector had seen higher sequence numbers than this spool (was it reset?); pending entries renumbered"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "cannot trim the spool"),
+                }
+                if let Some(s) = r.settings {
+                    if s.push_interval_secs > 0 {
+                        interval = Duration::from_secs(u64::from(s.push_interval_secs));
+                    }
+                    if s.max_batch > 0 {
+                        max_batch = s.max_batch as usize;
+                    }
+                }
+                tracing::debug!(sent, acked, "pushed");
+                if sent > 0 && sent >= max_batch {
+                    continue; // more backlog waits: send it now, in order
+                }
+                tokio::time::sleep(interval).await;
+            }
+            Err(PushError::Unauthenticated(msg)) => {
+                tracing::error!(
+                    "the collector refused this agent's token ({msg}). Re-enroll: \
+                     tps-agent enroll --collector URL --tps {} --code XXXX-XXXX. Measuring continues into the spool.",
+                    creds.tps_code
+                );
+                // Wait for a new token on disk (enrolled while running), then resume.
+                loop {
+                    tokio::time::sleep(interval).await;
+                    if let Ok(c) = credentials::load(&config.state_dir)
+                        && c.token != token
+                    {
+                        tracing::info!(
+                            agent_id = c.agent_id,
+                            "new credentials found; pushing again"
+                        );
+                        token = c.token.clone();
+                        uplink.set_token(c.token);
+                        first = true;
+                        break;
+                    }
+                }
+            }
+            Err(PushError::Invalid {
+                index: Some(i),
+                message,
+            }) if i < sent => {
+                let seq = batch[i].seq;
+                tracing::error!(seq, %message, "the collector will never accept this measurement; discarded");
+                if let Err(e) = with_spool(&spool, move |s| s.discard(seq)).await {
+                    tracing::error!(error = %e, "cannot discard from the spool");
+                }
+            }
+            Err(PushError::TooLarge(message)) if sent > 1 => {
+                max_batch = (sent / 2).max(1);
+                tracing::warn!(%message, max_batch, "batch too large; sending smaller ones");
+            }
+            Err(e) => {
+                let wait = backoff.wait();
+                tracing::warn!(error = %e, retry_in = ?wait, spooled = depth, "push failed; measurements stay spooled");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// Runs the agent until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    creds: Credentials,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let spool = open_spool(&config)?;
+    let channel = uplink::channel(&config.collector, config.ca_cert.as_deref())?;
+    let uplink = Uplink::new(channel, creds.token.clone());
+    tracing::info!(
+        tps = %creds.tps_code,
+        agent_id = creds.agent_id,
+        collector = %config.collector,
+        targets = config.targets.len(),
+        "agent running"
+    );
+    tokio::select! {
+        () = probe_loop(config.clone(), spool.clone()) => {}
+        () = push_loop(config, creds, spool, uplink) => {}
+        () = shutdown => tracing::info!("agent stopping; the spool keeps what was not delivered"),
+    }
+    Ok(())
+}

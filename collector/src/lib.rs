@@ -15,6 +15,7 @@
 //! - [`metrics`]: the metrics themselves.
 //! - [`commands`]: import-stations, enroll-codes, revoke-agent.
 //! - [`server`]: [`server::run`] wires it together on given listeners.
+//! - `testing` (feature `testing`): a real collector on loopback for other crates' tests.
 
 pub mod auth;
 pub mod commands;
@@ -27,6 +28,8 @@ pub mod metrics;
 pub mod registry;
 pub mod server;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod wire;
 
 pub use server::{Listeners, run};

@@ -1,0 +1,374 @@
+//! The agent against a real collector on loopback: real ICMP to 127.0.0.1 and ::1, a
+//! real spool file, real gRPC; the `tps-agent` binary for enroll, check and SIGKILL.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tps_agent::credentials;
+use tps_agent::spool::Spool;
+use tps_collector::testing::{TestCollector, eventually, kepri_registry};
+
+const VILLAGE: &str = "21.71.01.1002";
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Setup {
+    dir: tempfile::TempDir,
+    collector: TestCollector,
+    grpc: SocketAddr,
+    http: SocketAddr,
+    codes: Vec<(String, String)>,
+}
+
+/// The collector tells agents to push every second (and at most `max_batch` at once).
+fn fast(c: &mut tps_collector::config::Config, max_batch: usize) {
+    c.ingest.push_interval_secs = 1;
+    c.ingest.max_batch = max_batch;
+}
+
+async fn setup(max_batch: usize) -> anyhow::Result<Setup> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("collector");
+    tps_collector::commands::import_stations(&data, &kepri_registry())?;
+    let collector = TestCollector::start_with(&data, |c| fast(c, max_batch)).await?;
+    let codes = collector.codes(VILLAGE)?;
+    Ok(Setup {
+        grpc: collector.grpc,
+        http: collector.http,
+        dir,
+        collector,
+        codes,
+    })
+}
+
+impl Setup {
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("agent-state")
+    }
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("agent.toml")
+    }
+    /// A fast config: rounds every second to the two loopback addresses.
+    fn write_config(&self, extra: &str) -> anyhow::Result<PathBuf> {
+        let text = format!(
+            "collector = \"http://{}\"\nstate_dir = {:?}\nprobe_interval_secs = 1\necho_timeout_ms = 300\nechoes = 3\npush_interval_secs = 1\n{extra}\n\
+             [[target]]\nname = \"lo4\"\naddress = \"127.0.0.1\"\n\n[[target]]\nname = \"lo6\"\naddress = \"::1\"\n",
+            self.grpc,
+            self.state_dir().display().to_string(),
+        );
+        std::fs::write(self.config_path(), text)?;
+        Ok(self.config_path())
+    }
+    async fn restart_collector(&mut self, max_batch: usize) -> anyhow::Result<()> {
+        let data = self.collector.data_dir.clone();
+        self.collector =
+            TestCollector::start_on(&data, self.grpc, self.http, |c| fast(c, max_batch)).await?;
+        Ok(())
+    }
+}
+
+fn agent_bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tps-agent"));
+    c.env("RUST_LOG", "info");
+    c
+}
+
+fn enroll_cli(s: &Setup, i: usize) -> anyhow::Result<credentials::Credentials> {
+    let (tps, code) = &s.codes[i];
+    let out = agent_bin()
+        .args([
+            "enroll",
+            "--collector",
+            &format!("http://{}", s.grpc),
+            "--tps",
+            tps,
+            "--code",
+            code,
+        ])
+        .arg("--config")
+        .arg(s.config_path())
+        .arg("--state-dir")
+        .arg(s.state_dir())
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "enroll failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(credentials::load(&s.state_dir())?)
+}
+
+fn stored(s: &Setup, agent_id: u64) -> anyhow::Result<Vec<(u64, i64)>> {
+    let conn = tps_collector::store::open(
+        &s.collector.data_dir,
+        tps_collector::store::Synchronous::Full,
+    )?;
+    Ok(tps_collector::store::measurements_of(&conn, agent_id)?
+        .into_iter()
+        .map(|m| (m.seq, m.start_ms))
+        .collect())
+}
+
+fn spool_state(state_dir: &Path) -> anyhow::Result<(u64, u64, u64)> {
+    let s = Spool::open(state_dir, Duration::from_secs(86_400 * 7), 64 << 20)?;
+    Ok((s.depth()?, s.last_seq()?, s.dropped()?))
+}
+
+fn run_agent_process(config: &Path) -> anyhow::Result<Child> {
+    Ok(agent_bin()
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?)
+}
+
+/// Every seq from 1 to `upto` stored once, in the order the rounds were taken.
+fn assert_complete_and_ordered(rows: &[(u64, i64)], upto: u64) {
+    let seqs: Vec<u64> = rows.iter().map(|r| r.0).collect();
+    assert!(
+        seqs.len() as u64 >= upto && seqs.iter().take(upto as usize).copied().eq(1..=upto),
+        "expected every seq 1..={upto}, got {} rows: {:?}…",
+        seqs.len(),
+        &seqs[..seqs.len().min(20)]
+    );
+    assert!(
+        rows.windows(2).all(|w| w[0].1 <= w[1].1),
+        "start times follow sequence order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrolls_probes_loopback_and_the_collector_shows_it() -> anyhow::Result<()> {
+    let s = setup(500).await?;
+    let creds = enroll_cli(&s, 0)?;
+    // enroll wrote a config naming the collector; the test then uses its fast one.
+    let written = std::fs::read_to_string(s.config_path())?;
+    assert!(
+        written.contains(&format!("collector = \"http://{}\"", s.grpc)),
+        "{written}"
+    );
+    let config = tps_agent::config::load(&s.write_config("")?)?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(tps_agent::run::run(config, creds.clone(), async {
+        let _ = stopped.await;
+    }));
+
+    let body = eventually(WAIT, "both loopback targets at the collector", || async {
+        let (_, b) = s
+            .collector
+            .get_json(&format!("/api/v1/stations/{}", creds.tps_code))
+            .await
+            .ok()?;
+        let latest = b["agents"][0]["latest"].as_array()?.clone();
+        (latest.len() == 2).then_some(b)
+    })
+    .await?;
+    let agent_json = &body["agents"][0];
+    for (i, (name, addr)) in [("lo4", "127.0.0.1"), ("lo6", "::1")]
+        .into_iter()
+        .enumerate()
+    {
+        let m = &agent_json["latest"][i];
+        assert_eq!(m["target_name"], name);
+        assert_eq!(m["target_address"], addr);
+        assert_eq!(m["method"], "icmp");
+        assert_eq!(m["sent"], 3);
+        assert_eq!(m["received"], 3, "loopback answers every echo: {m}");
+        assert!(m["rtt"]["avg_ms"].as_f64().unwrap() < 100.0);
+    }
+    let status = &agent_json["status"];
+    assert!(status["boot_time_ms"].as_i64().unwrap() > 0);
+    assert!(status["system_uptime_secs"].as_u64().unwrap() > 0);
+    assert!(!status["interfaces"].as_array().unwrap().is_empty());
+    let _ = stop.send(());
+    agent.await??;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_is_spooled_then_delivered_in_order_once() -> anyhow::Result<()> {
+    let mut s = setup(500).await?;
+    let creds = enroll_cli(&s, 0)?;
+    let config = tps_agent::config::load(&s.write_config("")?)?;
+    let agent = tokio::spawn(tps_agent::run::run(
+        config,
+        creds.clone(),
+        std::future::pending(),
+    ));
+    eventually(WAIT, "first measurements stored", || async {
+        (!stored(&s, creds.agent_id).ok()?.is_empty()).then_some(())
+    })
+    .await?;
+
+    // The collector goes away; the agent keeps measuring into its spool.
+    s.collector.halt().await?;
+    let before = stored(&s, creds.agent_id)?.len();
+    let state = s.state_dir();
+    eventually(WAIT, "a backlog of 8 in the spool", || async {
+        (spool_state(&state).ok()?.0 >= 8).then_some(())
+    })
+    .await?;
+    let (_, last_during_outage, _) = spool_state(&state)?;
+
+    // It comes back on the same address: the backlog arrives, in order, once.
+    s.restart_collector(500).await?;
+    let rows = eventually(WAIT, "the backlog delivered", || async {
+        let rows = stored(&s, creds.agent_id).ok()?;
+        (rows.len() as u64 >= last_during_outage).then_some(rows)
+    })
+    .await?;
+    assert!(rows.len() > before);
+    assert_complete_and_ordered(&rows, last_during_outage);
+    let (_, _, dropped) = spool_state(&state)?;
+    assert_eq!(dropped, 0);
+    agent.abort();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agent_restarts_mid_backlog_and_loses_nothing() -> anyhow::Result<()> {
+    let mut s = setup(4).await?;
+    let creds = enroll_cli(&s, 0)?;
+    let config = s.write_config("")?;
+    // Outage first, so a backlog builds up in the spool of a real agent process.
+    s.collector.halt().await?;
+    let mut agent = run_agent_process(&config)?;
+    let state = s.state_dir();
+    eventually(WAIT, "a backlog of 10", || async {
+        (spool_state(&state).ok()?.0 >= 10).then_some(())
+    })
+    .await?;
+    agent.kill()?; // SIGKILL
+    agent.wait()?;
+    let (depth, last, _) = spool_state(&state)?;
+    assert!(depth >= 10 && last >= depth);
+
+    // Restarted, the agent finds its spool and delivers all of it (in pushes of 4).
+    s.restart_collector(4).await?;
+    let mut agent = run_agent_process(&config)?;
+    let rows = eventually(
+        WAIT,
+        "everything spooled before the kill delivered",
+        || async {
+            let rows = stored(&s, creds.agent_id).ok()?;
+            (rows.len() as u64 >= last).then_some(rows)
+        },
+    )
+    .await?;
+    assert_complete_and_ordered(&rows, last);
+    agent.kill()?;
+    agent.wait()?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_drops_the_oldest_and_the_collector_is_told() -> anyhow::Result<()> {
+    let s = setup(500).await?;
+    let creds = enroll_cli(&s, 0)?;
+    // 3,000 measurements waiting, then a spool limit that holds far fewer.
+    let state = s.state_dir();
+    {
+        let mut spool = Spool::open(&state, Duration::from_secs(86_400), 1 << 30)?;
+        let now = tps_agent::run::now_ms();
+        let e = tps_agent::spool::NewEntry {
+            start_ms: now - 60_000,
+            target_name: "lo4".into(),
+            target_address: "127.0.0.1".into(),
+            method: tps_agent::config::Method::Icmp,
+            round: tps_agent::stats::summarize(&[Some(Duration::from_millis(1)), None]),
+        };
+        for _ in 0..30 {
+            spool.append(&vec![e.clone(); 100], now)?;
+        }
+    }
+    let mut config = tps_agent::config::load(&s.write_config("")?)?;
+    config.spool_max_bytes = 96 * 1024;
+    let agent = tokio::spawn(tps_agent::run::run(
+        config,
+        creds.clone(),
+        std::future::pending(),
+    ));
+    let reported = eventually(WAIT, "the drop count reported to the collector", || async {
+        let (_, b) = s
+            .collector
+            .get_json(&format!("/api/v1/stations/{}", creds.tps_code))
+            .await
+            .ok()?;
+        let d = b["agents"][0]["status"]["dropped"].as_u64()?;
+        (d > 0).then_some(d)
+    })
+    .await?;
+    let (_, _, dropped) = spool_state(&state)?;
+    assert!(dropped >= reported && reported > 0);
+    // What was kept is the newest: the first stored seq comes right after the dropped ones.
+    let rows = eventually(WAIT, "the kept entries delivered", || async {
+        let rows = stored(&s, creds.agent_id).ok()?;
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await?;
+    assert!(rows[0].0 > 1, "the oldest entries were dropped, not sent");
+    agent.abort();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_says_covered_when_enrolled_and_not_covered_otherwise() -> anyhow::Result<()> {
+    let s = setup(500).await?;
+    let config = s.write_config("")?;
+    let out = agent_bin()
+        .arg("check")
+        .arg("--config")
+        .arg(&config)
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "not enrolled must not pass: {text}");
+    assert!(
+        text.contains("RESULT: NOT COVERED") && text.contains("not enrolled"),
+        "{text}"
+    );
+
+    enroll_cli(&s, 0)?;
+    let config = s.write_config("")?;
+    let out = agent_bin()
+        .arg("check")
+        .arg("--config")
+        .arg(&config)
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("lo4")
+            && text.contains("3/3 replies")
+            && text.contains("token accepted: yes"),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("RESULT: COVERED"), "{text}");
+
+    // A wrong code gets an answer a technician can act on.
+    let out = agent_bin()
+        .args([
+            "enroll",
+            "--collector",
+            &format!("http://{}", s.grpc),
+            "--tps",
+            &s.codes[1].0,
+            "--code",
+            "AAAA-AAAA",
+        ])
+        .arg("--config")
+        .arg(s.dir.path().join("other.toml"))
+        .arg("--state-dir")
+        .arg(s.dir.path().join("other-state"))
+        .output()?;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("enrollment code was not accepted"), "{err}");
+    Ok(())
+}

@@ -372,3 +372,53 @@ async fn check_says_covered_when_enrolled_and_not_covered_otherwise() -> anyhow:
     assert!(err.contains("enrollment code was not accepted"), "{err}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_agent_keeps_measuring_and_resumes_after_re_enrollment() -> anyhow::Result<()> {
+    let mut s = setup(500).await?;
+    let creds = enroll_cli(&s, 0)?;
+    let config = tps_agent::config::load(&s.write_config("")?)?;
+    let agent = tokio::spawn(tps_agent::run::run(
+        config,
+        creds.clone(),
+        std::future::pending(),
+    ));
+    eventually(WAIT, "first measurements stored", || async {
+        (!stored(&s, creds.agent_id).ok()?.is_empty()).then_some(())
+    })
+    .await?;
+
+    tps_collector::commands::revoke_agent(&s.collector.data_dir, creds.agent_id, "test")?;
+    let state = s.state_dir();
+    // Refused from now on: the spool grows while nothing more is stored for the old agent.
+    let (depth, _, _) = eventually(WAIT, "a backlog behind the revoked token", || async {
+        let st = spool_state(&state).ok()?;
+        (st.0 >= 6).then_some(st)
+    })
+    .await?;
+    let frozen = stored(&s, creds.agent_id)?.len();
+    assert!(depth >= 6);
+
+    // The technician enrolls again with a new code; the running agent picks it up.
+    let codes = s.collector.codes(&creds.tps_code)?;
+    s.codes = codes;
+    let fresh = enroll_cli(&s, 0)?;
+    assert_ne!(fresh.agent_id, creds.agent_id);
+    let rows = eventually(
+        WAIT,
+        "the backlog delivered under the new token",
+        || async {
+            let rows = stored(&s, fresh.agent_id).ok()?;
+            (rows.len() as u64 >= depth).then_some(rows)
+        },
+    )
+    .await?;
+    assert!(rows.windows(2).all(|w| w[0].0 < w[1].0));
+    assert_eq!(
+        stored(&s, creds.agent_id)?.len(),
+        frozen,
+        "nothing more under the revoked agent"
+    );
+    agent.abort();
+    Ok(())
+}

@@ -29,7 +29,11 @@ struct Args {
 }
 
 /// Forwards one direction, counting bytes.
-async fn pump(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, count: Arc<AtomicU64>) {
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    count: Arc<AtomicU64>,
+) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         match from.read(&mut buf).await {
@@ -46,14 +50,18 @@ async fn pump(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp:
 }
 
 /// A loopback proxy to `upstream`; returns its address and the (up, down) counters.
-async fn counting_proxy(upstream: std::net::SocketAddr) -> anyhow::Result<(std::net::SocketAddr, Arc<AtomicU64>, Arc<AtomicU64>)> {
+async fn counting_proxy(
+    upstream: std::net::SocketAddr,
+) -> anyhow::Result<(std::net::SocketAddr, Arc<AtomicU64>, Arc<AtomicU64>)> {
     let l = TcpListener::bind("127.0.0.1:0").await?;
     let addr = l.local_addr()?;
     let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let (u, d) = (up.clone(), down.clone());
     tokio::spawn(async move {
         while let Ok((client, _)) = l.accept().await {
-            let Ok(server) = TcpStream::connect(upstream).await else { continue };
+            let Ok(server) = TcpStream::connect(upstream).await else {
+                continue;
+            };
             let (cr, cw) = client.into_split();
             let (sr, sw) = server.into_split();
             tokio::spawn(pump(cr, sw, u.clone()));
@@ -65,7 +73,12 @@ async fn counting_proxy(upstream: std::net::SocketAddr) -> anyhow::Result<(std::
 
 fn proc_field(pid: u32, key: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find(|l| l.starts_with(key))?.split_whitespace().nth(1)?.parse().ok()
+    s.lines()
+        .find(|l| l.starts_with(key))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// utime + stime of a process, in clock ticks.
@@ -84,9 +97,14 @@ async fn main() -> anyhow::Result<()> {
     tps_collector::commands::import_stations(&data, &kepri_registry())?;
     let collector = TestCollector::start(&data).await?;
     let codes = collector.codes("21.71.01.1002")?;
-    let ticks_per_sec: f64 = String::from_utf8(std::process::Command::new("getconf").arg("CLK_TCK").output()?.stdout)?
-        .trim()
-        .parse()?;
+    let ticks_per_sec: f64 = String::from_utf8(
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()?
+            .stdout,
+    )?
+    .trim()
+    .parse()?;
 
     let mut runs = Vec::new();
     for (i, (tps, code)) in codes.iter().take(args.agents).enumerate() {
@@ -124,7 +142,11 @@ async fn main() -> anyhow::Result<()> {
         runs.push((child, up, down));
     }
     let started = Instant::now();
-    println!("{} agents running for {} minutes…", runs.len(), args.minutes);
+    println!(
+        "{} agents running for {} minutes…",
+        runs.len(),
+        args.minutes
+    );
     tokio::time::sleep(Duration::from_secs_f64(args.minutes * 60.0)).await;
     let secs = started.elapsed().as_secs_f64();
 
@@ -132,7 +154,9 @@ async fn main() -> anyhow::Result<()> {
     let mut cpu = Vec::new();
     let mut wire = Vec::new();
     for (i, (child, up, down)) in runs.iter_mut().enumerate() {
-        let pid = child.id().ok_or_else(|| anyhow::anyhow!("agent {i} exited early"))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| anyhow::anyhow!("agent {i} exited early"))?;
         let rss_kb = proc_field(pid, "VmRSS:").unwrap_or(0);
         let hwm_kb = proc_field(pid, "VmHWM:").unwrap_or(0);
         let cpu_pct = cpu_ticks(pid).unwrap_or(0) as f64 / ticks_per_sec / secs * 100.0;

@@ -99,6 +99,27 @@ fn enroll_cli(s: &Setup, i: usize) -> anyhow::Result<credentials::Credentials> {
     Ok(credentials::load(&s.state_dir())?)
 }
 
+/// Enrolls station 0, runs the agent in this process, and waits for its first data.
+async fn running_agent(
+    s: &Setup,
+) -> anyhow::Result<(
+    credentials::Credentials,
+    tokio::task::JoinHandle<Result<(), tps_agent::run::RunError>>,
+)> {
+    let creds = enroll_cli(s, 0)?;
+    let config = tps_agent::config::load(&s.write_config("")?)?;
+    let agent = tokio::spawn(tps_agent::run::run(
+        config,
+        creds.clone(),
+        std::future::pending(),
+    ));
+    eventually(WAIT, "first measurements stored", || async {
+        (!stored(s, creds.agent_id).ok()?.is_empty()).then_some(())
+    })
+    .await?;
+    Ok((creds, agent))
+}
+
 fn stored(s: &Setup, agent_id: u64) -> anyhow::Result<Vec<(u64, i64)>> {
     let conn = tps_collector::store::open(
         &s.collector.data_dir,
@@ -191,17 +212,7 @@ async fn enrolls_probes_loopback_and_the_collector_shows_it() -> anyhow::Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_is_spooled_then_delivered_in_order_once() -> anyhow::Result<()> {
     let mut s = setup(500).await?;
-    let creds = enroll_cli(&s, 0)?;
-    let config = tps_agent::config::load(&s.write_config("")?)?;
-    let agent = tokio::spawn(tps_agent::run::run(
-        config,
-        creds.clone(),
-        std::future::pending(),
-    ));
-    eventually(WAIT, "first measurements stored", || async {
-        (!stored(&s, creds.agent_id).ok()?.is_empty()).then_some(())
-    })
-    .await?;
+    let (creds, agent) = running_agent(&s).await?;
 
     // The collector goes away; the agent keeps measuring into its spool.
     s.collector.halt().await?;
@@ -376,17 +387,7 @@ async fn check_says_covered_when_enrolled_and_not_covered_otherwise() -> anyhow:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_agent_keeps_measuring_and_resumes_after_re_enrollment() -> anyhow::Result<()> {
     let mut s = setup(500).await?;
-    let creds = enroll_cli(&s, 0)?;
-    let config = tps_agent::config::load(&s.write_config("")?)?;
-    let agent = tokio::spawn(tps_agent::run::run(
-        config,
-        creds.clone(),
-        std::future::pending(),
-    ));
-    eventually(WAIT, "first measurements stored", || async {
-        (!stored(&s, creds.agent_id).ok()?.is_empty()).then_some(())
-    })
-    .await?;
+    let (creds, agent) = running_agent(&s).await?;
 
     tps_collector::commands::revoke_agent(&s.collector.data_dir, creds.agent_id, "test")?;
     let state = s.state_dir();

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::influx::InfluxConfig;
 use crate::store::Synchronous;
 
 /// A validated configuration.
@@ -20,6 +21,8 @@ pub struct Config {
     pub synchronous: Synchronous,
     pub ingest: IngestConfig,
     pub enroll: EnrollConfig,
+    /// The InfluxDB 2 sink; off when the file has no `[influx]` section.
+    pub influx: Option<InfluxConfig>,
 }
 
 /// PEM certificate chain and private key, read from the configured files.
@@ -95,6 +98,7 @@ impl Config {
             synchronous: Synchronous::Full,
             ingest: IngestConfig::default(),
             enroll: EnrollConfig::default(),
+            influx: None,
         }
     }
 }
@@ -130,6 +134,19 @@ struct Raw {
     ingest: RawIngest,
     #[serde(default)]
     enroll: RawEnroll,
+    influx: Option<RawInflux>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInflux {
+    url: String,
+    org: String,
+    bucket: String,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    batch_size: Option<u64>,
+    flush_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -334,6 +351,48 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             86_400,
         )?),
     };
+    let influx = match raw.influx {
+        None => None,
+        Some(i) => {
+            if !(i.url.starts_with("http://") || i.url.starts_with("https://")) {
+                return Err(invalid("influx.url", format!("{:?} is not a URL like http://influxdb:8086", i.url)));
+            }
+            if i.org.is_empty() {
+                return Err(invalid("influx.org", "is empty".into()));
+            }
+            if i.bucket.is_empty() {
+                return Err(invalid("influx.bucket", "is empty".into()));
+            }
+            let token = match (i.token, i.token_file) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid("influx.token_file", "give either token or token_file, not both".into()));
+                }
+                (Some(t), None) => t,
+                (None, Some(f)) => {
+                    let f = resolve(f);
+                    std::fs::read_to_string(&f)
+                        .map_err(|e| invalid("influx.token_file", format!("cannot read {}: {e}", f.display())))?
+                        .trim()
+                        .to_string()
+                }
+                (None, None) => return Err(invalid("influx.token", "is missing (or give token_file)".into())),
+            };
+            Some(InfluxConfig {
+                url: i.url,
+                org: i.org,
+                bucket: i.bucket,
+                token,
+                batch_size: range("influx.batch_size", i.batch_size, 5000, 1, 100_000)? as usize,
+                flush_interval: Duration::from_millis(range(
+                    "influx.flush_interval_ms",
+                    i.flush_interval_ms,
+                    1000,
+                    10,
+                    600_000,
+                )?),
+            })
+        }
+    };
     if raw.store.data_dir.as_os_str().is_empty() {
         return Err(invalid("store.data_dir", "is empty".into()));
     }
@@ -345,6 +404,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         synchronous: raw.store.synchronous.unwrap_or(Synchronous::Full),
         ingest,
         enroll,
+        influx,
     })
 }
 

@@ -151,7 +151,8 @@ impl Measurement {
         if self.sent == 0 {
             1.0
         } else {
-            1.0 - f64::from(self.received) / f64::from(self.sent)
+            // (sent - received) / sent: 1/5 is 0.2, where 1 - 4/5 would be 0.19999999999999996.
+            f64::from(self.sent.saturating_sub(self.received)) / f64::from(self.sent)
         }
     }
 }

@@ -26,6 +26,8 @@ pub struct AppState {
     /// A read-only connection for registry lookups; reads are rare and short, so one
     /// connection behind a mutex (used from blocking threads) is enough.
     pub reader: Arc<Mutex<Connection>>,
+    /// The InfluxDB sink's state, when it is on.
+    pub influx: Option<Arc<crate::influx::SinkStatus>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -78,6 +80,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
         "store": match &store { Ok(_) => "ok".to_string(), Err(e) => e.1.clone() },
         "write_queue": state.writer.queued(),
         "enrolled_agents": state.live.active_agents(),
+        "influx": state.influx.as_ref().map(|s| s.snapshot()),
     });
     let code = if store.is_ok() {
         StatusCode::OK

@@ -13,6 +13,7 @@
 //! - [`ingest`]: the gRPC service `tps.v1.Collector`.
 //! - [`http`]: health, station API, Prometheus metrics.
 //! - [`metrics`]: the metrics themselves.
+//! - [`influx`]: the optional InfluxDB 2 sink, reading from a durable cursor.
 //! - [`commands`]: import-stations, enroll-codes, revoke-agent.
 //! - [`server`]: [`server::run`] wires it together on given listeners.
 //! - `testing` (feature `testing`): a real collector on loopback for other crates' tests.
@@ -22,6 +23,7 @@ pub mod commands;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod influx;
 pub mod ingest;
 pub mod live;
 pub mod metrics;

@@ -26,6 +26,10 @@ pub struct Metrics {
     /// Writes turned away because the writer's queue stayed full.
     pub write_queue_full: Counter,
     pub enrolled_agents: Gauge,
+    pub influx_points_written: Counter,
+    pub influx_write_errors: Counter,
+    /// Rows stored in SQLite but not yet written to InfluxDB.
+    pub influx_lag: Gauge,
 }
 
 impl Default for Metrics {
@@ -47,6 +51,24 @@ impl Metrics {
         let commit_failures = Counter::default();
         let write_queue_full = Counter::default();
         let enrolled_agents = Gauge::default();
+        let influx_points_written = Counter::default();
+        let influx_write_errors = Counter::default();
+        let influx_lag = Gauge::default();
+        registry.register(
+            "influx_points_written",
+            "Points written to InfluxDB",
+            influx_points_written.clone(),
+        );
+        registry.register(
+            "influx_write_errors",
+            "Failed InfluxDB write requests (retried)",
+            influx_write_errors.clone(),
+        );
+        registry.register(
+            "influx_lag_rows",
+            "Rows stored but not yet written to InfluxDB",
+            influx_lag.clone(),
+        );
         registry.register("pushes", "Pushes accepted and stored", pushes.clone());
         registry.register(
             "measurements_stored",
@@ -101,6 +123,9 @@ impl Metrics {
             commit_failures,
             write_queue_full,
             enrolled_agents,
+            influx_points_written,
+            influx_write_errors,
+            influx_lag,
         }
     }
 

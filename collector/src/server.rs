@@ -108,6 +108,17 @@ pub async fn run(
         live.clone(),
         stopped(stop_rx.clone()),
     ));
+    let influx = config.influx.clone().map(|ic| {
+        let status = Arc::new(crate::influx::SinkStatus::default());
+        tracing::info!(url = %ic.url, bucket = %ic.bucket, "InfluxDB sink on");
+        let task = tokio::spawn(crate::influx::run(
+            ic,
+            config.data_dir.clone(),
+            status.clone(),
+            metrics.clone(),
+        ));
+        (status, task)
+    });
 
     // gRPC: the collector service, health and reflection.
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -156,6 +167,7 @@ pub async fn run(
         metrics,
         writer,
         reader,
+        influx: influx.as_ref().map(|(status, _)| status.clone()),
     })
     .into_make_service_with_connect_info::<SocketAddr>();
     let http_stop = stopped(stop_rx.clone());
@@ -196,6 +208,10 @@ pub async fn run(
     tracing::info!(%grpc_addr, %http_addr, scheme, "collector serving");
     let (grpc_result, http_result) = tokio::join!(grpc, http);
     revocations.abort();
+    if let Some((_, task)) = influx {
+        // Its position is durable: what it had not written yet goes out at next start.
+        task.abort();
+    }
     // Every Writer handle is gone once the servers have returned; the writer then
     // finishes its queue and its thread ends.
     tokio::task::spawn_blocking(move || writer_thread.join())

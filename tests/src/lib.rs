@@ -5,6 +5,9 @@
 //! - [`TestCollector`]: a collector running in this process on loopback.
 //! - [`Agent`]: a minimal gRPC client that enrolls and pushes (the test's hands).
 //! - [`measurement`]: builds a valid measurement.
+//! - [`victoria`]: a real VictoriaMetrics server for the InfluxDB sink's tests.
+
+pub mod victoria;
 
 use std::path::Path;
 

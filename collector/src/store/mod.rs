@@ -131,6 +131,25 @@ CREATE TABLE latest (
     jitter_ms      REAL,
     PRIMARY KEY (agent_id, target_name)
 ) WITHOUT ROWID;
+"#, r#"
+-- Coverage status transitions per station: the history that availability and reports
+-- are computed from. The rowid gives insertion order: the cursor for sinks.
+CREATE TABLE status_changes (
+    id        INTEGER PRIMARY KEY,
+    tps_code  TEXT NOT NULL,
+    at_ms     INTEGER NOT NULL,
+    state     TEXT NOT NULL,
+    previous  TEXT,
+    reason    TEXT,
+    cause     TEXT
+);
+CREATE INDEX status_changes_station ON status_changes(tps_code, at_ms);
+
+-- How far each sink has durably written, by rowid of its source table.
+CREATE TABLE sink_cursors (
+    name    TEXT PRIMARY KEY,
+    last_id INTEGER NOT NULL
+) WITHOUT ROWID;
 "#];
 
 /// The database file inside a data directory.
@@ -443,6 +462,99 @@ pub fn measurements_of(
     )?;
     let rows = st.query_map([agent_id as i64], |r| measurement_from_row(r, 0))?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// A stored measurement with what a time-series sink tags it with.
+#[derive(Debug, Clone)]
+pub struct SinkMeasurement {
+    pub id: i64,
+    pub agent_id: AgentId,
+    pub tps_code: String,
+    pub measurement: Measurement,
+}
+
+/// Measurements stored after rowid `after`, oldest first.
+pub fn measurements_after(conn: &Connection, after: i64, limit: usize) -> Result<Vec<SinkMeasurement>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT m.id, m.agent_id, a.tps_code, m.seq, m.start_ms, m.target_name, m.target_address, m.method,
+                m.sent, m.received, m.rtt_min_ms, m.rtt_avg_ms, m.rtt_max_ms, m.jitter_ms
+         FROM measurements m JOIN agents a ON a.agent_id = m.agent_id
+         WHERE m.id > ?1 ORDER BY m.id LIMIT ?2",
+    )?;
+    let rows = st.query_map(params![after, limit as i64], |r| {
+        Ok(SinkMeasurement {
+            id: r.get(0)?,
+            agent_id: r.get::<_, i64>(1)? as AgentId,
+            tps_code: r.get(2)?,
+            measurement: measurement_from_row(r, 3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// A stored coverage status change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusChange {
+    pub id: i64,
+    pub tps_code: String,
+    pub at_ms: i64,
+    pub state: String,
+    pub previous: Option<String>,
+    pub reason: Option<String>,
+    pub cause: Option<String>,
+}
+
+/// Records a status change; returns its id.
+pub fn insert_status_change(conn: &Connection, c: &StatusChange) -> Result<i64, StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO status_changes (tps_code, at_ms, state, previous, reason, cause)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![c.tps_code, c.at_ms, c.state, c.previous, c.reason, c.cause])?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Status changes stored after rowid `after`, oldest first.
+pub fn status_changes_after(conn: &Connection, after: i64, limit: usize) -> Result<Vec<StatusChange>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT id, tps_code, at_ms, state, previous, reason, cause FROM status_changes
+         WHERE id > ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let rows = st.query_map(params![after, limit as i64], |r| {
+        Ok(StatusChange {
+            id: r.get(0)?,
+            tps_code: r.get(1)?,
+            at_ms: r.get(2)?,
+            state: r.get(3)?,
+            previous: r.get(4)?,
+            reason: r.get(5)?,
+            cause: r.get(6)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// A sink's durable position (0 before anything was written).
+pub fn sink_cursor(conn: &Connection, name: &str) -> Result<i64, StoreError> {
+    Ok(conn
+        .query_row("SELECT last_id FROM sink_cursors WHERE name = ?1", [name], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+pub fn set_sink_cursor(conn: &Connection, name: &str, last_id: i64) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO sink_cursors (name, last_id) VALUES (?1, ?2)
+         ON CONFLICT (name) DO UPDATE SET last_id = excluded.last_id",
+        params![name, last_id],
+    )?;
+    Ok(())
+}
+
+/// The highest rowid of a table (0 when empty).
+pub fn max_id(conn: &Connection, table: &str) -> Result<i64, StoreError> {
+    // Only called with our own table names.
+    Ok(conn.query_row(&format!("SELECT coalesce(max(id), 0) FROM {table}"), [], |r| r.get(0))?)
 }
 
 pub fn count(conn: &Connection, table: &str) -> Result<u64, StoreError> {

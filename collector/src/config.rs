@@ -355,7 +355,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         None => None,
         Some(i) => {
             if !(i.url.starts_with("http://") || i.url.starts_with("https://")) {
-                return Err(invalid("influx.url", format!("{:?} is not a URL like http://influxdb:8086", i.url)));
+                return Err(invalid(
+                    "influx.url",
+                    format!("{:?} is not a URL like http://influxdb:8086", i.url),
+                ));
             }
             if i.org.is_empty() {
                 return Err(invalid("influx.org", "is empty".into()));
@@ -365,17 +368,30 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             }
             let token = match (i.token, i.token_file) {
                 (Some(_), Some(_)) => {
-                    return Err(invalid("influx.token_file", "give either token or token_file, not both".into()));
+                    return Err(invalid(
+                        "influx.token_file",
+                        "give either token or token_file, not both".into(),
+                    ));
                 }
                 (Some(t), None) => t,
                 (None, Some(f)) => {
                     let f = resolve(f);
                     std::fs::read_to_string(&f)
-                        .map_err(|e| invalid("influx.token_file", format!("cannot read {}: {e}", f.display())))?
+                        .map_err(|e| {
+                            invalid(
+                                "influx.token_file",
+                                format!("cannot read {}: {e}", f.display()),
+                            )
+                        })?
                         .trim()
                         .to_string()
                 }
-                (None, None) => return Err(invalid("influx.token", "is missing (or give token_file)".into())),
+                (None, None) => {
+                    return Err(invalid(
+                        "influx.token",
+                        "is missing (or give token_file)".into(),
+                    ));
+                }
             };
             Some(InfluxConfig {
                 url: i.url,

@@ -101,12 +101,20 @@ fn tag(v: &str) -> String {
 
 /// Escapes a string field value.
 fn string_field(v: &str) -> String {
-    format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', " "))
+    format!(
+        "\"{}\"",
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', " ")
+    )
 }
 
 fn regions(tps: &str) -> (String, String) {
     match tps.parse::<TpsCode>() {
-        Ok(c) => (c.region(RegionLevel::Regency), c.region(RegionLevel::District)),
+        Ok(c) => (
+            c.region(RegionLevel::Regency),
+            c.region(RegionLevel::District),
+        ),
         Err(_) => ("none".into(), "none".into()),
     }
 }
@@ -129,7 +137,11 @@ pub fn link_line(out: &mut String, m: &SinkMeasurement) {
         x.loss()
     );
     if let Some(r) = &x.rtt {
-        let _ = write!(out, ",rtt_min_ms={},rtt_avg_ms={},rtt_max_ms={}", r.min_ms, r.avg_ms, r.max_ms);
+        let _ = write!(
+            out,
+            ",rtt_min_ms={},rtt_avg_ms={},rtt_max_ms={}",
+            r.min_ms, r.avg_ms, r.max_ms
+        );
         if let Some(j) = r.jitter_ms {
             let _ = write!(out, ",jitter_ms={j}");
         }
@@ -169,8 +181,12 @@ pub fn status_line(out: &mut String, c: &StatusChange) {
 fn explain(e: &RequestError) -> String {
     match e {
         RequestError::Http { status, text } => match status.as_u16() {
-            401 | 403 => format!("InfluxDB refused the token ({status}): check [influx] token / token_file. {text}"),
-            404 => format!("InfluxDB has no such org or bucket ({status}): check [influx] org and bucket. {text}"),
+            401 | 403 => format!(
+                "InfluxDB refused the token ({status}): check [influx] token / token_file. {text}"
+            ),
+            404 => format!(
+                "InfluxDB has no such org or bucket ({status}): check [influx] org and bucket. {text}"
+            ),
             _ => format!("InfluxDB answered {status}: {text}"),
         },
         other => format!("cannot reach InfluxDB: {other}"),
@@ -178,28 +194,39 @@ fn explain(e: &RequestError) -> String {
 }
 
 /// Runs the sink until the task is dropped.
-pub async fn run(config: InfluxConfig, data_dir: PathBuf, status: Arc<SinkStatus>, metrics: Arc<Metrics>) {
+pub async fn run(
+    config: InfluxConfig,
+    data_dir: PathBuf,
+    status: Arc<SinkStatus>,
+    metrics: Arc<Metrics>,
+) {
     status.update(|s| {
         s.url = config.url.clone();
         s.bucket = config.bucket.clone();
         s.state = "starting";
     });
-    let client = influxdb2::Client::new(config.url.clone(), config.org.clone(), config.token.clone());
-    let conn = match tokio::task::spawn_blocking(move || store::open(&data_dir, store::Synchronous::Full)).await {
-        Ok(Ok(c)) => Arc::new(Mutex::new(c)),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "influx sink cannot open the store; it is off");
-            return;
-        }
-        Err(_) => return,
-    };
+    let client =
+        influxdb2::Client::new(config.url.clone(), config.org.clone(), config.token.clone());
+    let conn =
+        match tokio::task::spawn_blocking(move || store::open(&data_dir, store::Synchronous::Full))
+            .await
+        {
+            Ok(Ok(c)) => Arc::new(Mutex::new(c)),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "influx sink cannot open the store; it is off");
+                return;
+            }
+            Err(_) => return,
+        };
     let mut retry = Duration::from_secs(1);
     let mut failing = false;
     loop {
         let c = conn.clone();
         let batch_size = config.batch_size;
-        let next = tokio::task::spawn_blocking(move || next_batch(&c.lock().unwrap_or_else(|p| p.into_inner()), batch_size))
-            .await;
+        let next = tokio::task::spawn_blocking(move || {
+            next_batch(&c.lock().unwrap_or_else(|p| p.into_inner()), batch_size)
+        })
+        .await;
         let (body, points, cursor, lag) = match next {
             Ok(Ok(b)) => b,
             Ok(Err(e)) => {
@@ -216,13 +243,22 @@ pub async fn run(config: InfluxConfig, data_dir: PathBuf, status: Arc<SinkStatus
             continue;
         };
         match client
-            .write_line_protocol_with_precision(&config.org, &config.bucket, body, TimestampPrecision::Milliseconds)
+            .write_line_protocol_with_precision(
+                &config.org,
+                &config.bucket,
+                body,
+                TimestampPrecision::Milliseconds,
+            )
             .await
         {
             Ok(()) => {
                 let c = conn.clone();
                 let saved = tokio::task::spawn_blocking(move || {
-                    store::set_sink_cursor(&c.lock().unwrap_or_else(|p| p.into_inner()), cursor_name, last_id)
+                    store::set_sink_cursor(
+                        &c.lock().unwrap_or_else(|p| p.into_inner()),
+                        cursor_name,
+                        last_id,
+                    )
                 })
                 .await;
                 if let Ok(Err(e)) = saved {
@@ -268,14 +304,20 @@ type Batch = (String, u64, Option<(&'static str, i64)>, i64);
 fn next_batch(conn: &Connection, limit: usize) -> Result<Batch, StoreError> {
     let m_cursor = store::sink_cursor(conn, CURSOR_MEASUREMENTS)?;
     let s_cursor = store::sink_cursor(conn, CURSOR_STATUS)?;
-    let lag = (store::max_id(conn, "measurements")? - m_cursor) + (store::max_id(conn, "status_changes")? - s_cursor);
+    let lag = (store::max_id(conn, "measurements")? - m_cursor)
+        + (store::max_id(conn, "status_changes")? - s_cursor);
     let mut body = String::new();
     let changes = store::status_changes_after(conn, s_cursor, limit)?;
     if let Some(last) = changes.last() {
         for c in &changes {
             status_line(&mut body, c);
         }
-        return Ok((body, changes.len() as u64, Some((CURSOR_STATUS, last.id)), lag));
+        return Ok((
+            body,
+            changes.len() as u64,
+            Some((CURSOR_STATUS, last.id)),
+            lag,
+        ));
     }
     let ms = store::measurements_after(conn, m_cursor, limit)?;
     if let Some(last) = ms.last() {
@@ -283,7 +325,12 @@ fn next_batch(conn: &Connection, limit: usize) -> Result<Batch, StoreError> {
         for m in &ms {
             link_line(&mut body, m);
         }
-        return Ok((body, ms.len() as u64, Some((CURSOR_MEASUREMENTS, last.id)), lag));
+        return Ok((
+            body,
+            ms.len() as u64,
+            Some((CURSOR_MEASUREMENTS, last.id)),
+            lag,
+        ));
     }
     Ok((body, 0, None, lag))
 }
@@ -307,7 +354,12 @@ mod tests {
                 method: Method::Icmp,
                 sent: 5,
                 received: 4,
-                rtt: Some(Rtt { min_ms: 1.5, avg_ms: 2.0, max_ms: 3.25, jitter_ms: Some(0.5) }),
+                rtt: Some(Rtt {
+                    min_ms: 1.5,
+                    avg_ms: 2.0,
+                    max_ms: 3.25,
+                    jitter_ms: Some(0.5),
+                }),
             },
         };
         let mut out = String::new();

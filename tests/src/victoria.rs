@@ -26,7 +26,10 @@ pub struct Series {
 
 impl Series {
     pub fn name(&self) -> &str {
-        self.labels.get("__name__").and_then(|v| v.as_str()).unwrap_or("")
+        self.labels
+            .get("__name__")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
     }
     pub fn label(&self, k: &str) -> &str {
         self.labels.get(k).and_then(|v| v.as_str()).unwrap_or("")
@@ -34,7 +37,9 @@ impl Series {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 impl VictoriaMetrics {
@@ -70,10 +75,20 @@ impl VictoriaMetrics {
             .spawn()?;
         self.child = Some(child);
         let url = format!("{}/health", self.url());
-        eventually(Duration::from_secs(30), "VictoriaMetrics to answer /health", || {
-            let url = url.clone();
-            async move { reqwest::get(url).await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
-        })
+        eventually(
+            Duration::from_secs(30),
+            "VictoriaMetrics to answer /health",
+            || {
+                let url = url.clone();
+                async move {
+                    reqwest::get(url)
+                        .await
+                        .ok()
+                        .filter(|r| r.status().is_success())
+                        .map(|_| ())
+                }
+            },
+        )
         .await
     }
 
@@ -82,7 +97,9 @@ impl VictoriaMetrics {
     /// no client can make up for).
     pub fn stop(&mut self) -> anyhow::Result<()> {
         if let Some(mut c) = self.child.take() {
-            let term = Command::new("kill").args(["-TERM", &c.id().to_string()]).status()?;
+            let term = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status()?;
             if !term.success() {
                 c.kill()?;
             }
@@ -126,10 +143,15 @@ impl Drop for VictoriaMetrics {
 }
 
 fn which_victoria() -> anyhow::Result<PathBuf> {
-    for p in ["/usr/bin/victoria-metrics", "/usr/local/bin/victoria-metrics"] {
+    for p in [
+        "/usr/bin/victoria-metrics",
+        "/usr/local/bin/victoria-metrics",
+    ] {
         if Path::new(p).exists() {
             return Ok(PathBuf::from(p));
         }
     }
-    anyhow::bail!("victoria-metrics is not installed: `apt-get install victoria-metrics` (.ci/run does this)")
+    anyhow::bail!(
+        "victoria-metrics is not installed: `apt-get install victoria-metrics` (.ci/run does this)"
+    )
 }

@@ -58,7 +58,12 @@ fn expected_fields(m: &pb::Measurement) -> HashMap<&'static str, f64> {
         ("received", f64::from(m.received)),
         ("loss", f64::from(m.sent - m.received) / f64::from(m.sent)),
     ]);
-    for (k, v) in [("rtt_min_ms", m.rtt_min_ms), ("rtt_avg_ms", m.rtt_avg_ms), ("rtt_max_ms", m.rtt_max_ms), ("jitter_ms", m.jitter_ms)] {
+    for (k, v) in [
+        ("rtt_min_ms", m.rtt_min_ms),
+        ("rtt_avg_ms", m.rtt_avg_ms),
+        ("rtt_max_ms", m.rtt_max_ms),
+        ("jitter_ms", m.jitter_ms),
+    ] {
         if let Some(v) = v {
             f.insert(k, v);
         }
@@ -80,7 +85,12 @@ impl Fleet {
         for (tps, code) in codes.iter().take(n) {
             agents.push(Agent::enroll(c, tps, code).await?);
         }
-        Ok(Fleet { next_seq: vec![1; agents.len()], agents, expected: HashMap::new(), base: now_ms() - 3_600_000 })
+        Ok(Fleet {
+            next_seq: vec![1; agents.len()],
+            agents,
+            expected: HashMap::new(),
+            base: now_ms() - 3_600_000,
+        })
     }
 
     /// Pushes `per_agent` measurements from every agent.
@@ -93,8 +103,18 @@ impl Fleet {
             a.push(batch.clone()).await?;
             self.next_seq[i] += per_agent;
             for m in &batch {
-                let method = if m.method == pb::Method::Tcp as i32 { "tcp" } else { "icmp" };
-                let key = (a.tps_code.clone(), m.target_name.clone(), method.to_string(), a.agent_id.to_string(), m.start_ms);
+                let method = if m.method == pb::Method::Tcp as i32 {
+                    "tcp"
+                } else {
+                    "icmp"
+                };
+                let key = (
+                    a.tps_code.clone(),
+                    m.target_name.clone(),
+                    method.to_string(),
+                    a.agent_id.to_string(),
+                    m.start_ms,
+                );
                 self.expected.insert(key, expected_fields(m));
             }
         }
@@ -107,7 +127,13 @@ impl Fleet {
 }
 
 fn key_of(s: &Series, ts: i64) -> Key {
-    (s.label("tps").into(), s.label("target").into(), s.label("method").into(), s.label("agent").into(), ts)
+    (
+        s.label("tps").into(),
+        s.label("target").into(),
+        s.label("method").into(),
+        s.label("agent").into(),
+        ts,
+    )
 }
 
 /// VictoriaMetrics keeps about 12 significant decimal digits of a float (InfluxDB keeps
@@ -120,7 +146,11 @@ fn same_stored_value(want: f64, got: f64) -> bool {
 fn compare(series: &[Series], fleet: &Fleet) -> Result<(), String> {
     let mut seen: HashMap<(Key, String), usize> = HashMap::new();
     for s in series {
-        let field = s.name().strip_prefix("link_").ok_or("not a link series")?.to_string();
+        let field = s
+            .name()
+            .strip_prefix("link_")
+            .ok_or("not a link series")?
+            .to_string();
         if s.label("regency") != "21.71" || s.label("district") != "21.71.01" {
             return Err(format!("wrong region labels on {:?}", s.labels));
         }
@@ -128,7 +158,9 @@ fn compare(series: &[Series], fleet: &Fleet) -> Result<(), String> {
             let key = key_of(s, ts);
             let want = fleet.expected.get(&key).and_then(|f| f.get(field.as_str()));
             if !want.is_some_and(|w| same_stored_value(*w, v)) {
-                return Err(format!("{key:?} {field}: VictoriaMetrics has {v}, expected {want:?}"));
+                return Err(format!(
+                    "{key:?} {field}: VictoriaMetrics has {v}, expected {want:?}"
+                ));
             }
             *seen.entry((key, field.clone())).or_default() += 1;
         }
@@ -137,7 +169,11 @@ fn compare(series: &[Series], fleet: &Fleet) -> Result<(), String> {
         return Err(format!("{k:?} arrived {n} times"));
     }
     if seen.len() != fleet.points() {
-        return Err(format!("{} of {} values arrived", seen.len(), fleet.points()));
+        return Err(format!(
+            "{} of {} values arrived",
+            seen.len(),
+            fleet.points()
+        ));
     }
     Ok(())
 }
@@ -168,7 +204,8 @@ async fn every_measurement_and_status_change_arrives_with_its_values() -> anyhow
     let vm = VictoriaMetrics::start(&dir.path().join("vm"), &[]).await?;
     let data = dir.path().join("collector");
     tps_collector::commands::import_stations(&data, &kepri_registry())?;
-    let c = TestCollector::start_with(&data, |cfg| cfg.influx = Some(sink_config(&vm.url()))).await?;
+    let c =
+        TestCollector::start_with(&data, |cfg| cfg.influx = Some(sink_config(&vm.url()))).await?;
     let mut fleet = Fleet::enroll(&c, 3).await?;
     fleet.push(40).await?;
     fleet.push(25).await?;
@@ -176,7 +213,10 @@ async fn every_measurement_and_status_change_arrives_with_its_values() -> anyhow
     let tps = fleet.agents[0].tps_code.clone();
     {
         let conn = open_store(&data)?;
-        for (i, (state, cause)) in [("covered", None), ("offline", Some("link_down"))].into_iter().enumerate() {
+        for (i, (state, cause)) in [("covered", None), ("offline", Some("link_down"))]
+            .into_iter()
+            .enumerate()
+        {
             tps_collector::store::insert_status_change(
                 &conn,
                 &StatusChange {
@@ -192,16 +232,24 @@ async fn every_measurement_and_status_change_arrives_with_its_values() -> anyhow
         }
     }
     wait_until_all_arrived(&vm, &fleet).await?;
-    let status = vm.export(r#"{__name__="station_status_state_code"}"#).await?;
+    let status = vm
+        .export(r#"{__name__="station_status_state_code"}"#)
+        .await?;
     assert_eq!(status.len(), 1);
     assert_eq!(status[0].label("tps"), tps);
-    assert_eq!(status[0].samples, vec![(fleet.base, 0.0), (fleet.base + 60_000, 2.0)]);
+    assert_eq!(
+        status[0].samples,
+        vec![(fleet.base, 0.0), (fleet.base + 60_000, 2.0)]
+    );
 
     let (_, health) = c.get_json("/healthz").await?;
     assert_eq!(health["influx"]["state"], "ok", "{health}");
     assert_eq!(health["influx"]["lag_rows"], 0, "{health}");
     let metrics = reqwest::get(c.url("/metrics")).await?.text().await?;
-    assert!(metrics.contains(&format!("tps_influx_points_written_total {}", 3 * 65 + 2)), "{metrics}");
+    assert!(
+        metrics.contains(&format!("tps_influx_points_written_total {}", 3 * 65 + 2)),
+        "{metrics}"
+    );
     c.stop().await
 }
 
@@ -211,7 +259,8 @@ async fn a_server_outage_loses_nothing_and_duplicates_nothing() -> anyhow::Resul
     let mut vm = VictoriaMetrics::start(&dir.path().join("vm"), &[]).await?;
     let data = dir.path().join("collector");
     tps_collector::commands::import_stations(&data, &kepri_registry())?;
-    let c = TestCollector::start_with(&data, |cfg| cfg.influx = Some(sink_config(&vm.url()))).await?;
+    let c =
+        TestCollector::start_with(&data, |cfg| cfg.influx = Some(sink_config(&vm.url()))).await?;
     let mut fleet = Fleet::enroll(&c, 3).await?;
     fleet.push(30).await?;
     wait_until_all_arrived(&vm, &fleet).await?;
@@ -224,8 +273,17 @@ async fn a_server_outage_loses_nothing_and_duplicates_nothing() -> anyhow::Resul
         (h["influx"]["state"] == "failing").then_some(h)
     })
     .await?;
-    assert!(health["influx"]["lag_rows"].as_i64().unwrap() >= 90, "{health}");
-    assert!(health["influx"]["last_error"].as_str().unwrap().contains("cannot reach InfluxDB"), "{health}");
+    assert!(
+        health["influx"]["lag_rows"].as_i64().unwrap() >= 90,
+        "{health}"
+    );
+    assert!(
+        health["influx"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach InfluxDB"),
+        "{health}"
+    );
 
     // Back again: the backlog goes out, then the sink keeps up.
     vm.restart().await?;
@@ -240,15 +298,30 @@ async fn a_server_outage_loses_nothing_and_duplicates_nothing() -> anyhow::Resul
 async fn refused_credentials_give_one_clear_error() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     // This server wants other credentials than the sink's token.
-    let vm = VictoriaMetrics::start(&dir.path().join("vm"), &["-httpAuth.username=u", "-httpAuth.password=p"]).await;
+    let vm = VictoriaMetrics::start(
+        &dir.path().join("vm"),
+        &["-httpAuth.username=u", "-httpAuth.password=p"],
+    )
+    .await;
     let vm = match vm {
         Ok(vm) => vm,
         // /health is behind the same credentials on some versions; the start check then fails.
-        Err(_) => VictoriaMetrics::start(&dir.path().join("vm2"), &["-httpAuth.username=u", "-httpAuth.password=p", "-httpAuth.exclude=/health"]).await?,
+        Err(_) => {
+            VictoriaMetrics::start(
+                &dir.path().join("vm2"),
+                &[
+                    "-httpAuth.username=u",
+                    "-httpAuth.password=p",
+                    "-httpAuth.exclude=/health",
+                ],
+            )
+            .await?
+        }
     };
     let data = dir.path().join("collector");
     tps_collector::commands::import_stations(&data, &kepri_registry())?;
-    let c = TestCollector::start_with(&data, |cfg| cfg.influx = Some(sink_config(&vm.url()))).await?;
+    let c =
+        TestCollector::start_with(&data, |cfg| cfg.influx = Some(sink_config(&vm.url()))).await?;
     let mut fleet = Fleet::enroll(&c, 1).await?;
     fleet.push(5).await?;
     let h = eventually(WAIT, "the refusal in /healthz", || async {

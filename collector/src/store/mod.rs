@@ -51,7 +51,8 @@ pub enum StoreError {
 }
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE stations (
     tps_code      TEXT PRIMARY KEY,
     village_code  TEXT NOT NULL,
@@ -131,7 +132,8 @@ CREATE TABLE latest (
     jitter_ms      REAL,
     PRIMARY KEY (agent_id, target_name)
 ) WITHOUT ROWID;
-"#, r#"
+"#,
+    r#"
 -- Coverage status transitions per station: the history that availability and reports
 -- are computed from. The rowid gives insertion order: the cursor for sinks.
 CREATE TABLE status_changes (
@@ -150,7 +152,8 @@ CREATE TABLE sink_cursors (
     name    TEXT PRIMARY KEY,
     last_id INTEGER NOT NULL
 ) WITHOUT ROWID;
-"#];
+"#,
+];
 
 /// The database file inside a data directory.
 pub fn db_path(data_dir: &Path) -> PathBuf {
@@ -474,7 +477,11 @@ pub struct SinkMeasurement {
 }
 
 /// Measurements stored after rowid `after`, oldest first.
-pub fn measurements_after(conn: &Connection, after: i64, limit: usize) -> Result<Vec<SinkMeasurement>, StoreError> {
+pub fn measurements_after(
+    conn: &Connection,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<SinkMeasurement>, StoreError> {
     let mut st = conn.prepare_cached(
         "SELECT m.id, m.agent_id, a.tps_code, m.seq, m.start_ms, m.target_name, m.target_address, m.method,
                 m.sent, m.received, m.rtt_min_ms, m.rtt_avg_ms, m.rtt_max_ms, m.jitter_ms
@@ -510,12 +517,18 @@ pub fn insert_status_change(conn: &Connection, c: &StatusChange) -> Result<i64, 
         "INSERT INTO status_changes (tps_code, at_ms, state, previous, reason, cause)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
-    .execute(params![c.tps_code, c.at_ms, c.state, c.previous, c.reason, c.cause])?;
+    .execute(params![
+        c.tps_code, c.at_ms, c.state, c.previous, c.reason, c.cause
+    ])?;
     Ok(conn.last_insert_rowid())
 }
 
 /// Status changes stored after rowid `after`, oldest first.
-pub fn status_changes_after(conn: &Connection, after: i64, limit: usize) -> Result<Vec<StatusChange>, StoreError> {
+pub fn status_changes_after(
+    conn: &Connection,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<StatusChange>, StoreError> {
     let mut st = conn.prepare_cached(
         "SELECT id, tps_code, at_ms, state, previous, reason, cause FROM status_changes
          WHERE id > ?1 ORDER BY id LIMIT ?2",
@@ -537,7 +550,11 @@ pub fn status_changes_after(conn: &Connection, after: i64, limit: usize) -> Resu
 /// A sink's durable position (0 before anything was written).
 pub fn sink_cursor(conn: &Connection, name: &str) -> Result<i64, StoreError> {
     Ok(conn
-        .query_row("SELECT last_id FROM sink_cursors WHERE name = ?1", [name], |r| r.get(0))
+        .query_row(
+            "SELECT last_id FROM sink_cursors WHERE name = ?1",
+            [name],
+            |r| r.get(0),
+        )
         .optional()?
         .unwrap_or(0))
 }
@@ -554,7 +571,11 @@ pub fn set_sink_cursor(conn: &Connection, name: &str, last_id: i64) -> Result<()
 /// The highest rowid of a table (0 when empty).
 pub fn max_id(conn: &Connection, table: &str) -> Result<i64, StoreError> {
     // Only called with our own table names.
-    Ok(conn.query_row(&format!("SELECT coalesce(max(id), 0) FROM {table}"), [], |r| r.get(0))?)
+    Ok(conn.query_row(
+        &format!("SELECT coalesce(max(id), 0) FROM {table}"),
+        [],
+        |r| r.get(0),
+    )?)
 }
 
 pub fn count(conn: &Connection, table: &str) -> Result<u64, StoreError> {

@@ -62,6 +62,33 @@ fn example_configs_in_deploy_parse() -> anyhow::Result<()> {
     assert_eq!(c.ingest.max_batch, 500);
     assert_eq!(c.enroll.max_failures_per_station, 5);
 
+    let compose = config::load(&deploy_file("compose/collector.toml"))?;
+    let influx = compose
+        .influx
+        .expect("the compose config turns the sink on");
+    assert_eq!(
+        (influx.org.as_str(), influx.bucket.as_str()),
+        ("kpu", "tps")
+    );
+    assert_eq!(influx.batch_size, 5000);
+    assert!(c.influx.is_none(), "the sink is off unless configured");
+
+    // The Grafana dashboard is valid JSON and queries the documented schema.
+    let dash: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(deploy_file(
+        "compose/grafana/dashboards/tps.json",
+    ))?)?;
+    let queries: Vec<&str> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["targets"][0]["query"].as_str().unwrap())
+        .collect();
+    assert!(queries[0].contains(r#"r._measurement == "station_status" and r._field == "covered""#));
+    assert!(
+        queries[1].contains(r#"r._field == "rtt_avg_ms""#)
+            && queries[2].contains(r#"r._field == "loss""#)
+    );
+
     let dev = config::load(&deploy_file("collector.dev.toml"))?;
     assert!(dev.tls.is_none());
     assert!(dev.grpc_listen.ip().is_loopback() && dev.http_listen.ip().is_loopback());

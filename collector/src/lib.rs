@@ -21,6 +21,7 @@
 pub mod auth;
 pub mod commands;
 pub mod config;
+pub mod coverage;
 pub mod domain;
 pub mod http;
 pub mod influx;

@@ -96,6 +96,17 @@ impl Reason {
             Reason::Ok => "ok",
         }
     }
+    pub fn parse(s: &str) -> Option<Reason> {
+        [
+            Reason::NoAgent,
+            Reason::Offline,
+            Reason::HighLoss,
+            Reason::HighLatency,
+            Reason::Ok,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
 }
 
 /// The thresholds in force.

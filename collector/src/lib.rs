@@ -23,6 +23,7 @@ pub mod commands;
 pub mod config;
 pub mod coverage;
 pub mod domain;
+pub mod flags;
 pub mod http;
 pub mod influx;
 pub mod ingest;

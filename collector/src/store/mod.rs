@@ -568,6 +568,117 @@ pub fn set_sink_cursor(conn: &Connection, name: &str, last_id: i64) -> Result<()
     Ok(())
 }
 
+/// Every registered station, in code order.
+pub fn load_stations(conn: &Connection) -> Result<Vec<Station>, StoreError> {
+    let mut st = conn.prepare(
+        "SELECT tps_code, village_code, village, district, regency, province, lat, lon, voters
+         FROM stations ORDER BY tps_code",
+    )?;
+    let rows = st.query_map([], |r| {
+        let code: String = r.get(0)?;
+        Ok(Station {
+            tps_code: code.parse().map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    0,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?,
+            village_code: r.get(1)?,
+            village: r.get(2)?,
+            district: r.get(3)?,
+            regency: r.get(4)?,
+            province: r.get(5)?,
+            lat: r.get(6)?,
+            lon: r.get(7)?,
+            voters: r.get(8)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The newest status change of every station that has one.
+pub fn last_status_changes(conn: &Connection) -> Result<Vec<StatusChange>, StoreError> {
+    let mut st = conn.prepare(
+        "SELECT id, tps_code, at_ms, state, previous, reason, cause FROM status_changes
+         WHERE id IN (SELECT max(id) FROM status_changes GROUP BY tps_code)",
+    )?;
+    let rows = st.query_map([], |r| {
+        Ok(StatusChange {
+            id: r.get(0)?,
+            tps_code: r.get(1)?,
+            at_ms: r.get(2)?,
+            state: r.get(3)?,
+            previous: r.get(4)?,
+            reason: r.get(5)?,
+            cause: r.get(6)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Recent status changes of one station, newest first.
+pub fn status_changes_of(
+    conn: &Connection,
+    tps: &str,
+    limit: usize,
+) -> Result<Vec<StatusChange>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT id, tps_code, at_ms, state, previous, reason, cause FROM status_changes
+         WHERE tps_code = ?1 ORDER BY at_ms DESC, id DESC LIMIT ?2",
+    )?;
+    let rows = st.query_map(params![tps, limit as i64], |r| {
+        Ok(StatusChange {
+            id: r.get(0)?,
+            tps_code: r.get(1)?,
+            at_ms: r.get(2)?,
+            state: r.get(3)?,
+            previous: r.get(4)?,
+            reason: r.get(5)?,
+            cause: r.get(6)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Every station override: (tps_code, link_type, exempt_reason).
+pub fn load_overrides(
+    conn: &Connection,
+) -> Result<Vec<(String, Option<String>, Option<String>)>, StoreError> {
+    let mut st =
+        conn.prepare("SELECT tps_code, link_type, exempt_reason FROM station_overrides")?;
+    let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Measurements of some agents between two times, oldest first (for series).
+pub fn measurements_between(
+    conn: &Connection,
+    agent_ids: &[AgentId],
+    target: Option<&str>,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<(AgentId, Measurement)>, StoreError> {
+    let mut out = Vec::new();
+    let mut st = conn.prepare_cached(
+        "SELECT seq, start_ms, target_name, target_address, method, sent, received,
+                rtt_min_ms, rtt_avg_ms, rtt_max_ms, jitter_ms
+         FROM measurements WHERE agent_id = ?1 AND start_ms >= ?2 AND start_ms < ?3
+           AND (?4 IS NULL OR target_name = ?4)
+         ORDER BY start_ms",
+    )?;
+    for id in agent_ids {
+        let rows = st.query_map(params![*id as i64, from_ms, to_ms, target], |r| {
+            measurement_from_row(r, 0)
+        })?;
+        for m in rows {
+            out.push((*id, m?));
+        }
+    }
+    out.sort_by_key(|(_, m)| m.start_ms);
+    Ok(out)
+}
+
 /// The highest rowid of a table (0 when empty).
 pub fn max_id(conn: &Connection, table: &str) -> Result<i64, StoreError> {
     // Only called with our own table names.

@@ -2,6 +2,7 @@
 //! enrollments from a bounded queue, and commits as many as are waiting in one
 //! transaction (group commit). Each caller is answered only after that commit.
 
+use std::any::Any;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,6 +52,9 @@ pub enum EnrollOutcome {
     WrongCode,
 }
 
+type ExecFn =
+    Box<dyn FnOnce(&rusqlite::Transaction<'_>) -> Result<Box<dyn Any + Send>, StoreError> + Send>;
+
 enum Job {
     Push {
         push: Push,
@@ -59,6 +63,11 @@ enum Job {
     Enroll {
         job: EnrollJob,
         reply: oneshot::Sender<Result<EnrollOutcome, StoreError>>,
+    },
+    /// Any other write (status changes, flags), committed with the rest of the batch.
+    Exec {
+        f: ExecFn,
+        reply: oneshot::Sender<Result<Box<dyn Any + Send>, StoreError>>,
     },
 }
 
@@ -86,6 +95,7 @@ impl std::fmt::Debug for Job {
         match self {
             Job::Push { push, .. } => write!(f, "Push(agent {})", push.agent_id),
             Job::Enroll { job, .. } => write!(f, "Enroll({})", job.tps_code),
+            Job::Exec { .. } => f.write_str("Exec"),
         }
     }
 }
@@ -138,6 +148,20 @@ impl Writer {
         Ok(rx.await.map_err(|_| StoreError::WriterGone)??)
     }
 
+    /// Runs `f` inside the writer's next transaction; returns its value after the commit.
+    pub async fn exec<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        let f: ExecFn = Box::new(move |tx| f(tx).map(|v| Box::new(v) as Box<dyn Any + Send>));
+        self.send(Job::Exec { f, reply }).await?;
+        let v = rx.await.map_err(|_| StoreError::WriterGone)??;
+        Ok(*v
+            .downcast::<T>()
+            .map_err(|_| StoreError::CommitFailed("writer returned another type".into()))?)
+    }
+
     /// Jobs waiting in the queue.
     pub fn queued(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
@@ -159,7 +183,7 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, metrics: &Metr
             }
         }
         let started = Instant::now();
-        let result = commit(&mut conn, &batch);
+        let result = commit(&mut conn, &mut batch);
         metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -173,6 +197,9 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, metrics: &Metr
                         }
                         (Job::Enroll { reply, .. }, Outcome::Enroll(o)) => {
                             let _ = reply.send(Ok(o));
+                        }
+                        (Job::Exec { reply, .. }, Outcome::Exec(v)) => {
+                            let _ = reply.send(Ok(v));
                         }
                         _ => unreachable!("outcomes follow jobs in order"),
                     }
@@ -190,6 +217,9 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, metrics: &Metr
                         Job::Enroll { reply, .. } => {
                             let _ = reply.send(Err(err()));
                         }
+                        Job::Exec { reply, .. } => {
+                            let _ = reply.send(Err(err()));
+                        }
                     }
                 }
             }
@@ -201,22 +231,28 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, metrics: &Metr
 fn job_size(job: &Job) -> usize {
     match job {
         Job::Push { push, .. } => push.measurements.len().max(1),
-        Job::Enroll { .. } => 1,
+        Job::Enroll { .. } | Job::Exec { .. } => 1,
     }
 }
 
 enum Outcome {
     Push(PushOutcome),
     Enroll(EnrollOutcome),
+    Exec(Box<dyn Any + Send>),
 }
 
-fn commit(conn: &mut Connection, batch: &[Job]) -> Result<Vec<Outcome>, StoreError> {
+fn commit(conn: &mut Connection, batch: &mut [Job]) -> Result<Vec<Outcome>, StoreError> {
     let tx = conn.transaction()?;
     let mut out = Vec::with_capacity(batch.len());
-    for job in batch {
+    for job in batch.iter_mut() {
         out.push(match job {
             Job::Push { push, .. } => Outcome::Push(store_push(&tx, push)?),
             Job::Enroll { job, .. } => Outcome::Enroll(store_enroll(&tx, job)?),
+            Job::Exec { f, .. } => {
+                // Each closure runs once: swap in a no-op so the job can still be answered.
+                let f = std::mem::replace(f, Box::new(|_| Ok(Box::new(()) as Box<dyn Any + Send>)));
+                Outcome::Exec(f(&tx)?)
+            }
         });
     }
     tx.commit()?;

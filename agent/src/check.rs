@@ -117,8 +117,13 @@ pub async fn check(config: &Config) -> Report {
                             with_spool(&spool, |s| Ok((s.depth()?, s.dropped()?)))
                                 .await
                                 .unwrap_or((0, 0));
-                        let status =
-                            wire::status(SystemInfo::new().facts(), depth, dropped, run::now_ms());
+                        let status = wire::status(
+                            SystemInfo::new().facts(),
+                            depth,
+                            dropped,
+                            run::now_ms(),
+                            run::primary(config),
+                        );
                         let msgs = batch.iter().map(wire::measurement).collect();
                         match up.push(status, msgs).await {
                             Ok(r) => {

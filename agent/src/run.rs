@@ -56,6 +56,15 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The primary target's name: the first target, by which the collector judges the link.
+pub fn primary(config: &Config) -> &str {
+    config
+        .targets
+        .first()
+        .map(|t| t.name.as_str())
+        .unwrap_or("")
+}
+
 pub fn open_spool(config: &Config) -> Result<SharedSpool, SpoolError> {
     Ok(Arc::new(Mutex::new(Spool::open(
         &config.state_dir,
@@ -181,7 +190,7 @@ pub async fn push_loop(config: Config, creds: Credentials, spool: SharedSpool, m
         let (depth, dropped) = with_spool(&spool, |s| Ok((s.depth()?, s.dropped()?)))
             .await
             .unwrap_or((0, 0));
-        let status = wire::status(sys.facts(), depth, dropped, now_ms());
+        let status = wire::status(sys.facts(), depth, dropped, now_ms(), primary(&config));
         let sent = batch.len();
         match uplink
             .push(status, batch.iter().map(wire::measurement).collect())

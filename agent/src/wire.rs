@@ -27,7 +27,13 @@ pub fn measurement(e: &Entry) -> pb::Measurement {
     }
 }
 
-pub fn status(f: Facts, spool_depth: u64, dropped: u64, now_ms: i64) -> pb::AgentStatus {
+pub fn status(
+    f: Facts,
+    spool_depth: u64,
+    dropped: u64,
+    now_ms: i64,
+    primary_target: &str,
+) -> pb::AgentStatus {
     pb::AgentStatus {
         system_uptime_secs: f.system_uptime_secs,
         boot_time_ms: f.boot_time_ms,
@@ -47,6 +53,7 @@ pub fn status(f: Facts, spool_depth: u64, dropped: u64, now_ms: i64) -> pb::Agen
         spool_depth,
         dropped,
         agent_time_ms: now_ms,
+        primary_target: primary_target.to_string(),
     }
 }
 

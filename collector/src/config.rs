@@ -23,6 +23,28 @@ pub struct Config {
     pub enroll: EnrollConfig,
     /// The InfluxDB 2 sink; off when the file has no `[influx]` section.
     pub influx: Option<InfluxConfig>,
+    pub coverage: CoverageConfig,
+}
+
+/// Coverage rules, follow-up timing and how often silence is checked.
+#[derive(Debug, Clone, Copy)]
+pub struct CoverageConfig {
+    pub rules: crate::coverage::Rules,
+    pub flags: crate::flags::FlagRules,
+    pub tick: Duration,
+}
+
+impl CoverageConfig {
+    /// Defaults for a push interval: fresh = 3 push intervals, at most 5 minutes.
+    pub fn for_push_interval(push_interval_secs: u32) -> Self {
+        let mut rules = crate::coverage::Rules::default();
+        rules.fresh_ms = (3 * i64::from(push_interval_secs) * 1000).min(300_000);
+        CoverageConfig {
+            rules,
+            flags: crate::flags::FlagRules::default(),
+            tick: Duration::from_secs(5),
+        }
+    }
 }
 
 /// PEM certificate chain and private key, read from the configured files.
@@ -99,6 +121,7 @@ impl Config {
             ingest: IngestConfig::default(),
             enroll: EnrollConfig::default(),
             influx: None,
+            coverage: CoverageConfig::for_push_interval(60),
         }
     }
 }
@@ -135,6 +158,22 @@ struct Raw {
     #[serde(default)]
     enroll: RawEnroll,
     influx: Option<RawInflux>,
+    #[serde(default)]
+    coverage: RawCoverage,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCoverage {
+    fresh_secs: Option<u64>,
+    loss_limit_pct: Option<f64>,
+    rtt_limit_ms: Option<f64>,
+    satellite_rtt_limit_ms: Option<f64>,
+    window_mins: Option<u64>,
+    streak: Option<u64>,
+    grace_mins: Option<u64>,
+    recovery_mins: Option<u64>,
+    tick_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -409,6 +448,63 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             })
         }
     };
+    let mut coverage = CoverageConfig::for_push_interval(ingest.push_interval_secs);
+    let rc = raw.coverage;
+    let mins = |field: &'static str,
+                v: Option<u64>,
+                default_ms: i64,
+                hi: u64|
+     -> Result<i64, ConfigError> {
+        Ok(range(field, v, (default_ms / 60_000) as u64, 1, hi)? as i64 * 60_000)
+    };
+    coverage.rules.fresh_ms = range(
+        "coverage.fresh_secs",
+        rc.fresh_secs,
+        (coverage.rules.fresh_ms / 1000) as u64,
+        1,
+        86_400,
+    )? as i64
+        * 1000;
+    let pct =
+        |field: &'static str, v: Option<f64>, default: f64, hi: f64| -> Result<f64, ConfigError> {
+            let v = v.unwrap_or(default);
+            if !(v > 0.0 && v <= hi) {
+                return Err(invalid(
+                    field,
+                    format!("{v} is outside 0 (exclusive) to {hi}"),
+                ));
+            }
+            Ok(v)
+        };
+    coverage.rules.loss_limit =
+        pct("coverage.loss_limit_pct", rc.loss_limit_pct, 10.0, 100.0)? / 100.0;
+    coverage.rules.rtt_limit_ms = pct("coverage.rtt_limit_ms", rc.rtt_limit_ms, 500.0, 60_000.0)?;
+    coverage.rules.satellite_rtt_limit_ms = pct(
+        "coverage.satellite_rtt_limit_ms",
+        rc.satellite_rtt_limit_ms,
+        1500.0,
+        60_000.0,
+    )?;
+    coverage.rules.window_ms = mins(
+        "coverage.window_mins",
+        rc.window_mins,
+        coverage.rules.window_ms,
+        1440,
+    )?;
+    coverage.rules.streak = range("coverage.streak", rc.streak, 3, 1, 100)? as u32;
+    coverage.flags.grace_ms = mins(
+        "coverage.grace_mins",
+        rc.grace_mins,
+        coverage.flags.grace_ms,
+        10_080,
+    )?;
+    coverage.flags.recovery_ms = mins(
+        "coverage.recovery_mins",
+        rc.recovery_mins,
+        coverage.flags.recovery_ms,
+        10_080,
+    )?;
+    coverage.tick = Duration::from_secs(range("coverage.tick_secs", rc.tick_secs, 5, 1, 3600)?);
     if raw.store.data_dir.as_os_str().is_empty() {
         return Err(invalid("store.data_dir", "is empty".into()));
     }
@@ -421,6 +517,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         ingest,
         enroll,
         influx,
+        coverage,
     })
 }
 

@@ -247,9 +247,25 @@ pub struct PushFacts<'a> {
     pub agent_id: AgentId,
     pub received_ms: i64,
     pub boot_time_ms: i64,
-    /// Name of the agent's primary target; `None`: the first target of each round.
-    pub primary: Option<&'a str>,
-    pub measurements: &'a [Measurement],
+    /// The rounds of the agent's primary target in this push, oldest first.
+    pub rounds: &'a [Measurement],
+    /// Start of the newest measurement of any target in this push.
+    pub newest_start_ms: Option<i64>,
+}
+
+impl PushFacts<'_> {
+    /// The rounds of `primary` among `all` (the first target's when `primary` is empty).
+    pub fn primary_rounds(all: &[Measurement], primary: &str) -> Vec<Measurement> {
+        let name = if primary.is_empty() {
+            all.first().map(|m| m.target_name.as_str()).unwrap_or("")
+        } else {
+            primary
+        };
+        all.iter()
+            .filter(|m| m.target_name == name)
+            .cloned()
+            .collect()
+    }
 }
 
 /// The engine: every station and agent, and counts kept per region as states change.
@@ -409,7 +425,7 @@ impl Coverage {
             .is_some_and(|t| p.received_ms - t > rules.fresh_ms);
         if was_offline {
             let gap_start = a.last_seen_ms.unwrap_or(0);
-            let measured_in_gap = p.measurements.iter().any(|m| m.start_ms > gap_start + 1000);
+            let measured_in_gap = p.newest_start_ms.is_some_and(|t| t > gap_start + 1000);
             let rebooted = a
                 .boot_time_ms
                 .is_some_and(|b| (b - p.boot_time_ms).abs() > SAME_BOOT_MS);
@@ -422,22 +438,8 @@ impl Coverage {
             });
         }
         // Rounds of the primary target, oldest first, drive the hysteresis.
-        let mut first_of_round: Option<(i64, &str)> = None;
-        for m in p.measurements {
-            let primary = match p.primary {
-                Some(name) => m.target_name == name,
-                None => match first_of_round {
-                    Some((t, name)) if t == m.start_ms => m.target_name == name,
-                    _ => {
-                        first_of_round = Some((m.start_ms, m.target_name.as_str()));
-                        true
-                    }
-                },
-            };
-            if !primary
-                || m.start_ms <= a.last_round_ms
-                || m.start_ms < p.received_ms - rules.window_ms
-            {
+        for m in p.rounds {
+            if m.start_ms <= a.last_round_ms || m.start_ms < p.received_ms - rules.window_ms {
                 continue;
             }
             a.last_round_ms = m.start_ms;
@@ -647,12 +649,13 @@ mod tests {
             }
         }
         fn push(&mut self, agent: AgentId, at: i64, boot: i64, ms: &[Measurement]) {
+            let rounds = PushFacts::primary_rounds(ms, "gw");
             let p = PushFacts {
                 agent_id: agent,
                 received_ms: at,
                 boot_time_ms: boot,
-                primary: Some("gw"),
-                measurements: ms,
+                rounds: &rounds,
+                newest_start_ms: ms.iter().map(|m| m.start_ms).max(),
             };
             if let Some(t) = self.c.on_push(&p) {
                 self.log.push((t.at_ms, t.to, t.cause));

@@ -178,6 +178,8 @@ pub struct AgentStatus {
     pub spool_depth: u64,
     pub dropped: u64,
     pub agent_time_ms: i64,
+    #[serde(default)]
+    pub primary_target: String,
 }
 
 /// A validated push from an authenticated agent.

@@ -224,8 +224,11 @@ pub fn apply(
                 out.push((*tps, brief));
             }
             Action::Close { tps, brief } => {
-                tx.prepare_cached("UPDATE flags SET status = 'closed', ended_ms = ?2, updated_ms = ?2 WHERE id = ?1")?
-                    .execute(params![brief.id, now_ms])?;
+                tx.prepare_cached(
+                    "UPDATE flags SET status = 'closed', ended_ms = ?2, updated_ms = ?2
+                     WHERE id = ?1 AND status IN ('open', 'acknowledged')",
+                )?
+                .execute(params![brief.id, now_ms])?;
                 event(
                     tx,
                     brief.id,
@@ -249,8 +252,16 @@ pub fn apply(
                 reason,
                 cause,
             } => {
-                tx.prepare_cached("UPDATE flags SET reason = ?2, cause = coalesce(?3, cause), updated_ms = ?4 WHERE id = ?1")?
-                    .execute(params![brief.id, reason.as_str(), cause.map(Cause::as_str), now_ms])?;
+                tx.prepare_cached(
+                    "UPDATE flags SET reason = ?2, cause = coalesce(?3, cause), updated_ms = ?4
+                     WHERE id = ?1 AND status IN ('open', 'acknowledged')",
+                )?
+                .execute(params![
+                    brief.id,
+                    reason.as_str(),
+                    cause.map(Cause::as_str),
+                    now_ms
+                ])?;
                 let detail = match cause {
                     Some(c) => format!("{} ({})", reason.as_str(), c.as_str()),
                     None => reason.as_str().to_string(),
@@ -529,8 +540,8 @@ mod tests {
             agent_id: 1,
             received_ms: at,
             boot_time_ms: T0,
-            primary: None,
-            measurements: &[m],
+            newest_start_ms: Some(m.start_ms),
+            rounds: std::slice::from_ref(&m),
         });
     }
 

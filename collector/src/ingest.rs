@@ -9,9 +9,11 @@ use tps_proto::v1 as pb;
 
 use crate::auth::{self, CodeKey, FailureLimiter};
 use crate::config::{EnrollConfig, IngestConfig};
+use crate::coverage::PushFacts;
 use crate::domain::{Push, TpsCode, newest_per_target, now_ms};
 use crate::live::{AgentLive, Live, Seen, TokenCheck};
 use crate::metrics::Metrics;
+use crate::monitor::Shared;
 use crate::store::writer::{EnrollJob, EnrollOutcome, WriteError, Writer};
 use crate::wire::{self, PushLimits};
 
@@ -29,6 +31,8 @@ pub struct Ingest {
     settings: pb::AgentSettings,
     /// Wrong enrollment codes per station and per peer address.
     limiters: Mutex<(FailureLimiter, FailureLimiter)>,
+    /// Coverage and flags, told about every committed push.
+    monitor: Shared,
 }
 
 impl Ingest {
@@ -39,8 +43,10 @@ impl Ingest {
         code_key: CodeKey,
         ingest: &IngestConfig,
         enroll: &EnrollConfig,
+        monitor: Shared,
     ) -> Self {
         Ingest {
+            monitor,
             writer,
             live,
             metrics,
@@ -205,6 +211,7 @@ impl pb::collector_server::Collector for Ingest {
                 );
                 self.metrics.enrollment("enrolled");
                 self.metrics.enrolled_agents.inc();
+                self.monitor.add_agent(agent_id, &tps_code);
                 tracing::info!(%tps_code, agent_id, %peer, "agent enrolled");
                 Ok(Response::new(pb::EnrollResponse {
                     agent_id,
@@ -230,6 +237,9 @@ impl pb::collector_server::Collector for Ingest {
         } else {
             0
         };
+        let rounds = PushFacts::primary_rounds(&measurements, &status.primary_target);
+        let newest_start_ms = measurements.iter().map(|m| m.start_ms).max();
+        let boot_time_ms = status.boot_time_ms;
         let newest: Vec<_> = newest_per_target(&measurements)
             .into_iter()
             .cloned()
@@ -261,6 +271,16 @@ impl pb::collector_server::Collector for Ingest {
         };
         seen.acked_seq = outcome.acked_seq;
         self.live.apply(&seen, newest);
+        self.monitor
+            .on_push(
+                &self.writer,
+                agent_id,
+                now,
+                boot_time_ms,
+                &rounds,
+                newest_start_ms,
+            )
+            .await;
         self.metrics.pushes.inc();
         self.metrics.measurements_stored.inc_by(outcome.stored);
         self.metrics

@@ -10,6 +10,8 @@
 //! - [`store`]: SQLite schema, migrations, queries; [`store::writer`] is the one
 //!   batching writer that every push and enrollment goes through.
 //! - [`live`]: the in-memory view (token → agent, last seen, latest per target).
+//! - [`coverage`]: the coverage state machine; [`flags`]: the follow-up queue;
+//!   [`monitor`] keeps both current in the running collector.
 //! - [`ingest`]: the gRPC service `tps.v1.Collector`.
 //! - [`http`]: health, station API, Prometheus metrics.
 //! - [`metrics`]: the metrics themselves.
@@ -29,6 +31,7 @@ pub mod influx;
 pub mod ingest;
 pub mod live;
 pub mod metrics;
+pub mod monitor;
 pub mod registry;
 pub mod server;
 pub mod store;

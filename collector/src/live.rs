@@ -189,6 +189,11 @@ impl Live {
             .unwrap_or_default()
     }
 
+    /// Every agent (revoked ones too), for building other views at start.
+    pub fn all_agents(&self) -> Vec<AgentLive> {
+        self.read().agents.values().cloned().collect()
+    }
+
     pub fn agent(&self, id: AgentId) -> Option<AgentLive> {
         self.read().agents.get(&id).cloned()
     }

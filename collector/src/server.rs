@@ -71,15 +71,17 @@ pub async fn run(
 
     let data_dir = config.data_dir.clone();
     let sync = config.synchronous;
-    let (write_conn, reader, live, code_key) = tokio::task::spawn_blocking(move || {
+    let cov = config.coverage;
+    let (write_conn, reader, live, code_key, monitor) = tokio::task::spawn_blocking(move || {
         let write_conn = store::open(&data_dir, sync)?;
         let reader = store::open(&data_dir, sync)?;
         let live = Live::load(store::load_agents(&reader)?, store::load_latest(&reader)?);
+        let monitor = crate::monitor::load(&reader, &live, cov.rules, cov.flags)?;
         let code_key = CodeKey::load_or_create(&data_dir).map_err(|source| StoreError::Dir {
             path: data_dir.clone(),
             source,
         })?;
-        Ok::<_, StoreError>((write_conn, reader, live, code_key))
+        Ok::<_, StoreError>((write_conn, reader, live, code_key, monitor))
     })
     .await
     .map_err(|e| std::io::Error::other(e.to_string()))??;
@@ -106,7 +108,14 @@ pub async fn run(
     let revocations = tokio::spawn(poll_revocations(
         reader.clone(),
         live.clone(),
+        monitor.clone(),
+        writer.clone(),
         stopped(stop_rx.clone()),
+    ));
+    let timer = tokio::spawn(crate::monitor::run_timer(
+        monitor.clone(),
+        writer.clone(),
+        cov.tick,
     ));
     let influx = config.influx.clone().map(|ic| {
         let status = Arc::new(crate::influx::SinkStatus::default());
@@ -135,6 +144,7 @@ pub async fn run(
         code_key,
         &config.ingest,
         &config.enroll,
+        monitor.clone(),
     );
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(60)))
@@ -208,6 +218,7 @@ pub async fn run(
     tracing::info!(%grpc_addr, %http_addr, scheme, "collector serving");
     let (grpc_result, http_result) = tokio::join!(grpc, http);
     revocations.abort();
+    timer.abort();
     if let Some((_, task)) = influx {
         // Its position is durable: what it had not written yet goes out at next start.
         task.abort();
@@ -228,6 +239,8 @@ pub async fn run(
 async fn poll_revocations(
     reader: Arc<Mutex<rusqlite::Connection>>,
     live: Arc<Live>,
+    monitor: crate::monitor::Shared,
+    writer: Writer,
     stop: impl Future<Output = ()>,
 ) {
     let mut since = 0i64;
@@ -244,6 +257,9 @@ async fn poll_revocations(
             match found {
                 Ok(Ok(ids)) => {
                     let n = live.revoke(&ids);
+                    if n > 0 {
+                        monitor.revoke(&writer, &ids).await;
+                    }
                     if n > 0 {
                         tracing::info!(agents = n, "revoked agents picked up from the store");
                     }

@@ -95,6 +95,7 @@ pub fn status(s: Option<pb::AgentStatus>) -> Result<AgentStatus, Invalid> {
         spool_depth: s.spool_depth,
         dropped: s.dropped,
         agent_time_ms: s.agent_time_ms,
+        primary_target: text("status.primary_target", s.primary_target)?,
     })
 }
 

@@ -87,6 +87,7 @@ pub fn push_request(
             spool_depth: measurements.len() as u64,
             dropped: 0,
             agent_time_ms: now,
+            primary_target: "gateway".into(),
         }),
         measurements,
     });

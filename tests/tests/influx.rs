@@ -6,10 +6,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use tps_collector::influx::InfluxConfig;
-use tps_collector::store::StatusChange;
 use tps_proto::v1 as pb;
 use tps_tests::victoria::{Series, VictoriaMetrics};
-use tps_tests::{Agent, TestCollector, eventually, kepri_registry, now_ms, open_store};
+use tps_tests::{Agent, TestCollector, eventually, kepri_registry, now_ms};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -209,45 +208,36 @@ async fn every_measurement_and_status_change_arrives_with_its_values() -> anyhow
     let mut fleet = Fleet::enroll(&c, 3).await?;
     fleet.push(40).await?;
     fleet.push(25).await?;
-    // Status changes (the coverage engine records them; here written directly).
-    let tps = fleet.agents[0].tps_code.clone();
-    {
-        let conn = open_store(&data)?;
-        for (i, (state, cause)) in [("covered", None), ("offline", Some("link_down"))]
-            .into_iter()
-            .enumerate()
-        {
-            tps_collector::store::insert_status_change(
-                &conn,
-                &StatusChange {
-                    id: 0,
-                    tps_code: tps.clone(),
-                    at_ms: fleet.base + i as i64 * 60_000,
-                    state: state.into(),
-                    previous: None,
-                    reason: None,
-                    cause: cause.map(String::from),
-                },
-            )?;
-        }
-    }
     wait_until_all_arrived(&vm, &fleet).await?;
-    let status = vm
-        .export(r#"{__name__="station_status_state_code"}"#)
-        .await?;
-    assert_eq!(status.len(), 1);
-    assert_eq!(status[0].label("tps"), tps);
-    assert_eq!(
-        status[0].samples,
-        vec![(fleet.base, 0.0), (fleet.base + 60_000, 2.0)]
-    );
+    // The coverage engine's own transitions (no_agent -> covered on the first push).
+    let status = eventually(WAIT, "a status change per station", || async {
+        let s = vm
+            .export(r#"{__name__="station_status_state_code"}"#)
+            .await
+            .ok()?;
+        (s.len() == 3).then_some(s)
+    })
+    .await?;
+    for series in &status {
+        assert!(
+            fleet
+                .agents
+                .iter()
+                .any(|a| a.tps_code == series.label("tps")),
+            "{:?}",
+            series.labels
+        );
+        assert_eq!(series.label("regency"), "21.71");
+        assert_eq!(series.samples.len(), 1);
+        assert_eq!(series.samples[0].1, 0.0, "covered");
+    }
 
     let (_, health) = c.get_json("/healthz").await?;
     assert_eq!(health["influx"]["state"], "ok", "{health}");
     assert_eq!(health["influx"]["lag_rows"], 0, "{health}");
     let metrics = reqwest::get(c.url("/metrics")).await?.text().await?;
     assert!(
-        metrics.contains(&format!("tps_influx_points_written_total {}", 3 * 65 + 2)),
+        metrics.contains(&format!("tps_influx_points_written_total {}", 3 * 65 + 3)),
         "{metrics}"
     );
     c.stop().await
@@ -268,10 +258,15 @@ async fn a_server_outage_loses_nothing_and_duplicates_nothing() -> anyhow::Resul
     // Stopped mid-run: ingest goes on, the sink falls behind and says so.
     vm.stop()?;
     fleet.push(30).await?;
-    let health = eventually(WAIT, "the sink to report the outage", || async {
-        let (_, h) = c.get_json("/healthz").await.ok()?;
-        (h["influx"]["state"] == "failing").then_some(h)
-    })
+    let health = eventually(
+        WAIT,
+        "the sink to report the outage and its lag",
+        || async {
+            let (_, h) = c.get_json("/healthz").await.ok()?;
+            (h["influx"]["state"] == "failing" && h["influx"]["lag_rows"].as_i64()? >= 90)
+                .then_some(h)
+        },
+    )
     .await?;
     assert!(
         health["influx"]["lag_rows"].as_i64().unwrap() >= 90,

@@ -153,6 +153,58 @@ CREATE TABLE sink_cursors (
     last_id INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- Series queries read one agent's measurements by time.
+CREATE INDEX measurements_agent_time ON measurements(agent_id, start_ms);
+
+-- Per-station adjustments made by an admin.
+CREATE TABLE station_overrides (
+    tps_code      TEXT PRIMARY KEY REFERENCES stations(tps_code),
+    link_type     TEXT,
+    exempt_reason TEXT,
+    updated_ms    INTEGER NOT NULL,
+    updated_by    TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- People who use the status API and dashboard; tokens stored as SHA-256.
+CREATE TABLE operators (
+    id         INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL UNIQUE,
+    role       TEXT NOT NULL,
+    token_hash BLOB NOT NULL UNIQUE,
+    created_ms INTEGER NOT NULL,
+    revoked_ms INTEGER
+);
+
+-- The follow-up queue: one flag per uncovered episode of a station.
+-- status: open -> acknowledged -> resolved (by a person) or closed (station recovered).
+CREATE TABLE flags (
+    id         INTEGER PRIMARY KEY,
+    tps_code   TEXT NOT NULL REFERENCES stations(tps_code),
+    reason     TEXT NOT NULL,
+    cause      TEXT,
+    since_ms   INTEGER NOT NULL,
+    opened_ms  INTEGER NOT NULL,
+    status     TEXT NOT NULL,
+    assignee   TEXT,
+    resolution TEXT,
+    ended_ms   INTEGER,
+    updated_ms INTEGER NOT NULL
+);
+CREATE INDEX flags_station ON flags(tps_code, id);
+CREATE INDEX flags_active ON flags(status) WHERE status IN ('open', 'acknowledged');
+
+-- Who did what to a flag, and when: the audit trail (notes are events too).
+CREATE TABLE flag_events (
+    id      INTEGER PRIMARY KEY,
+    flag_id INTEGER NOT NULL REFERENCES flags(id),
+    at_ms   INTEGER NOT NULL,
+    actor   TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    detail  TEXT
+);
+CREATE INDEX flag_events_flag ON flag_events(flag_id, id);
+"#,
 ];
 
 /// The database file inside a data directory.
@@ -641,14 +693,45 @@ pub fn status_changes_of(
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
-/// Every station override: (tps_code, link_type, exempt_reason).
+/// Every station override.
 pub fn load_overrides(
     conn: &Connection,
-) -> Result<Vec<(String, Option<String>, Option<String>)>, StoreError> {
+) -> Result<Vec<(String, crate::coverage::Override)>, StoreError> {
     let mut st =
         conn.prepare("SELECT tps_code, link_type, exempt_reason FROM station_overrides")?;
-    let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    let rows = st.query_map([], |r| {
+        Ok((
+            r.get(0)?,
+            crate::coverage::Override {
+                link_type: r.get(1)?,
+                exempt_reason: r.get(2)?,
+            },
+        ))
+    })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Sets (or clears, with both fields empty) a station's override.
+pub fn set_override(
+    conn: &Connection,
+    tps: &str,
+    o: &crate::coverage::Override,
+    by: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    if o.link_type.is_none() && o.exempt_reason.is_none() {
+        conn.execute("DELETE FROM station_overrides WHERE tps_code = ?1", [tps])?;
+    } else {
+        conn.execute(
+            "INSERT INTO station_overrides (tps_code, link_type, exempt_reason, updated_ms, updated_by)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (tps_code) DO UPDATE SET link_type = excluded.link_type,
+                 exempt_reason = excluded.exempt_reason, updated_ms = excluded.updated_ms,
+                 updated_by = excluded.updated_by",
+            params![tps, o.link_type, o.exempt_reason, now_ms, by],
+        )?;
+    }
+    Ok(())
 }
 
 /// Measurements of some agents between two times, oldest first (for series).

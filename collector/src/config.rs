@@ -37,8 +37,10 @@ pub struct CoverageConfig {
 impl CoverageConfig {
     /// Defaults for a push interval: fresh = 3 push intervals, at most 5 minutes.
     pub fn for_push_interval(push_interval_secs: u32) -> Self {
-        let mut rules = crate::coverage::Rules::default();
-        rules.fresh_ms = (3 * i64::from(push_interval_secs) * 1000).min(300_000);
+        let rules = crate::coverage::Rules {
+            fresh_ms: (3 * i64::from(push_interval_secs) * 1000).min(300_000),
+            ..Default::default()
+        };
         CoverageConfig {
             rules,
             flags: crate::flags::FlagRules::default(),

@@ -137,3 +137,23 @@ pub fn revoke_agent(data_dir: &Path, agent_id: u64, reason: &str) -> Result<Stri
     tracing::info!(agent_id, %tps, "agent revoked; the station can enroll again with a new code");
     Ok(tps)
 }
+
+/// Creates an operator and returns the token (shown once).
+pub fn add_operator(data_dir: &Path, name: &str, role: &str) -> Result<String, CommandError> {
+    let role = crate::operators::Role::parse(role).ok_or_else(|| {
+        CommandError::Usage(format!("--role {role:?}: use viewer, operator or admin"))
+    })?;
+    let conn = store::open(data_dir, Synchronous::Full)?;
+    crate::operators::add(&conn, name, role, now_ms())
+        .map_err(|e| CommandError::Usage(e.to_string()))
+}
+
+pub fn revoke_operator(data_dir: &Path, name: &str) -> Result<(), CommandError> {
+    let conn = store::open(data_dir, Synchronous::Full)?;
+    crate::operators::revoke(&conn, name, now_ms()).map_err(|e| CommandError::Usage(e.to_string()))
+}
+
+pub fn list_operators(data_dir: &Path) -> Result<Vec<(String, String, bool)>, CommandError> {
+    let conn = store::open(data_dir, Synchronous::Full)?;
+    Ok(crate::operators::list(&conn)?)
+}

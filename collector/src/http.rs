@@ -1,19 +1,18 @@
-//! The HTTP API (axum): health, station detail as JSON, and Prometheus metrics.
+//! The HTTP side (axum): health, Prometheus metrics, the dashboard page, and the
+//! status API mounted from [`crate::api`].
 //! Errors are JSON `{"error": "..."}` naming what was wrong.
 
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use rusqlite::Connection;
-use serde::Serialize;
 use serde_json::json;
 
-use crate::domain::{Station, TpsCode};
-use crate::live::{AgentLive, Live};
+use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::store::{self, writer::Writer};
 
@@ -28,13 +27,16 @@ pub struct AppState {
     pub reader: Arc<Mutex<Connection>>,
     /// The InfluxDB sink's state, when it is on.
     pub influx: Option<Arc<crate::influx::SinkStatus>>,
+    /// Coverage and the follow-up queue.
+    pub monitor: crate::monitor::Shared,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/api/v1/stations/{tps_code}", get(station))
+        .route("/", get(crate::dashboard::page))
+        .merge(crate::api::routes())
         .with_state(state)
 }
 
@@ -49,14 +51,18 @@ impl IntoResponse for ApiError {
 }
 
 impl ApiError {
-    fn internal(e: impl std::fmt::Display) -> Self {
+    pub fn new(code: StatusCode, message: impl Into<String>) -> Self {
+        ApiError(code, message.into())
+    }
+
+    pub fn internal(e: impl std::fmt::Display) -> Self {
         tracing::error!(error = %e, "HTTP handler failed");
         ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
     }
 }
 
 /// Runs a read against the store on a blocking thread.
-async fn read<T: Send + 'static>(
+pub async fn read<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&Connection) -> Result<T, store::StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -103,40 +109,4 @@ async fn metrics(State(state): State<AppState>) -> Response {
         state.metrics.render(),
     )
         .into_response()
-}
-
-#[derive(Debug, Serialize)]
-struct StationDetail {
-    #[serde(flatten)]
-    station: Station,
-    regency_code: String,
-    district_code: String,
-    /// Newest contact from any of the station's agents.
-    last_seen_ms: Option<i64>,
-    agents: Vec<AgentLive>,
-}
-
-async fn station(
-    State(state): State<AppState>,
-    Path(code): Path<String>,
-) -> Result<Json<StationDetail>, ApiError> {
-    let tps: TpsCode = code.parse().map_err(|e: crate::domain::BadTpsCode| {
-        ApiError(StatusCode::BAD_REQUEST, format!("tps_code: {e}"))
-    })?;
-    let station = read(&state, move |c| store::station(c, &tps))
-        .await?
-        .ok_or_else(|| {
-            ApiError(
-                StatusCode::NOT_FOUND,
-                format!("TPS {tps} is not in the registry"),
-            )
-        })?;
-    let agents = state.live.agents_of(&tps);
-    Ok(Json(StationDetail {
-        regency_code: tps.region(crate::domain::RegionLevel::Regency),
-        district_code: tps.region(crate::domain::RegionLevel::District),
-        last_seen_ms: agents.iter().filter_map(|a| a.last_seen_ms).max(),
-        station,
-        agents,
-    }))
 }

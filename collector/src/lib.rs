@@ -13,17 +13,21 @@
 //! - [`coverage`]: the coverage state machine; [`flags`]: the follow-up queue;
 //!   [`monitor`] keeps both current in the running collector.
 //! - [`ingest`]: the gRPC service `tps.v1.Collector`.
-//! - [`http`]: health, station API, Prometheus metrics.
+//! - [`http`]: health, metrics, the dashboard; [`api`]: the status API (JSON,
+//!   OpenAPI at `/api/v1/openapi.json`); [`operators`]: who may call it;
+//!   [`dashboard`]: the operators' page.
 //! - [`metrics`]: the metrics themselves.
 //! - [`influx`]: the optional InfluxDB 2 sink, reading from a durable cursor.
 //! - [`commands`]: import-stations, enroll-codes, revoke-agent.
 //! - [`server`]: [`server::run`] wires it together on given listeners.
 //! - `testing` (feature `testing`): a real collector on loopback for other crates' tests.
 
+pub mod api;
 pub mod auth;
 pub mod commands;
 pub mod config;
 pub mod coverage;
+pub mod dashboard;
 pub mod domain;
 pub mod flags;
 pub mod http;
@@ -32,6 +36,7 @@ pub mod ingest;
 pub mod live;
 pub mod metrics;
 pub mod monitor;
+pub mod operators;
 pub mod registry;
 pub mod server;
 pub mod store;

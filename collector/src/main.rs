@@ -68,10 +68,39 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Manage the people who use the status API and dashboard.
+    Operator {
+        #[command(subcommand)]
+        action: OperatorCmd,
+    },
     /// Validate a config file and exit.
     CheckConfig {
         #[arg(long)]
         config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperatorCmd {
+    /// Create an operator and print its token (shown once).
+    Add {
+        name: String,
+        /// viewer reads; operator also works flags; admin also manages stations and agents.
+        #[arg(long, default_value = "viewer")]
+        role: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List operators.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Revoke an operator's token.
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 
@@ -118,6 +147,26 @@ fn main() -> anyhow::Result<()> {
             println!("agent {agent_id} of TPS {tps} revoked");
             Ok(())
         }
+        Command::Operator { action } => match action {
+            OperatorCmd::Add { name, role, store } => {
+                let token = commands::add_operator(&store.data_dir()?, &name, &role)?;
+                println!(
+                    "operator {name} ({role}) created; token (shown once, keep it safe):\n{token}"
+                );
+                Ok(())
+            }
+            OperatorCmd::List { store } => {
+                for (name, role, revoked) in commands::list_operators(&store.data_dir()?)? {
+                    println!("{name}\t{role}{}", if revoked { "\trevoked" } else { "" });
+                }
+                Ok(())
+            }
+            OperatorCmd::Revoke { name, store } => {
+                commands::revoke_operator(&store.data_dir()?, &name)?;
+                println!("operator {name} revoked");
+                Ok(())
+            }
+        },
         Command::CheckConfig { config } => {
             let c = config::load(&config).with_context(|| "config rejected")?;
             println!(

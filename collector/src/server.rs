@@ -178,6 +178,7 @@ pub async fn run(
         writer,
         reader,
         influx: influx.as_ref().map(|(status, _)| status.clone()),
+        monitor: monitor.clone(),
     })
     .into_make_service_with_connect_info::<SocketAddr>();
     let http_stop = stopped(stop_rx.clone());

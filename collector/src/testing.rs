@@ -30,6 +30,8 @@ pub struct TestCollector {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
     pub data_dir: PathBuf,
+    /// An admin operator's token, for the status API.
+    pub token: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), crate::server::ServeError>>>,
 }
@@ -53,6 +55,7 @@ impl TestCollector {
     ) -> anyhow::Result<TestCollector> {
         let mut config = Config::plaintext(data_dir);
         tune(&mut config);
+        let token = admin_token(data_dir)?;
         let grpc_l = TcpListener::bind(grpc).await?;
         let http_l = TcpListener::bind(http).await?;
         let grpc = grpc_l.local_addr()?;
@@ -69,6 +72,7 @@ impl TestCollector {
             grpc,
             http,
             data_dir: data_dir.to_path_buf(),
+            token,
             stop: Some(stop),
             task: Some(task),
         };
@@ -108,9 +112,13 @@ impl TestCollector {
         Ok(CollectorClient::connect(self.endpoint()).await?)
     }
 
-    /// GETs a JSON document from the HTTP API.
+    /// GETs a JSON document from the HTTP API as the test admin.
     pub async fn get_json(&self, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
-        let r = reqwest::get(self.url(path)).await?;
+        let r = reqwest::Client::new()
+            .get(self.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
         let status = r.status().as_u16();
         Ok((status, r.json().await?))
     }
@@ -151,6 +159,19 @@ impl Drop for TestCollector {
             let _ = s.send(());
         }
     }
+}
+
+/// The test admin's token for a data directory (created once, kept beside the data).
+fn admin_token(data_dir: &Path) -> anyhow::Result<String> {
+    let file = data_dir.join("test-admin.token");
+    if let Ok(t) = std::fs::read_to_string(&file) {
+        return Ok(t);
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let name = format!("test-admin-{}", std::process::id());
+    let token = crate::commands::add_operator(data_dir, &name, "admin")?;
+    std::fs::write(&file, &token)?;
+    Ok(token)
 }
 
 /// Reads a codes CSV written by `enroll-codes`.

@@ -168,11 +168,13 @@ async fn both_ports_speak_tls_verified_by_the_given_ca() -> anyhow::Result<()> {
         .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem.as_bytes())?)
         .resolve("collector.test", http)
         .build()?;
+    let viewer = tps_collector::commands::add_operator(dir.path(), "viewer", "viewer")?;
     let body: serde_json::Value = https
         .get(format!(
             "https://collector.test:{}/api/v1/stations/{tps}",
             http.port()
         ))
+        .bearer_auth(viewer)
         .send()
         .await?
         .json()

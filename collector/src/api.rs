@@ -1,0 +1,705 @@
+//! The status API (`/api/v1`, JSON): summary and region counts from the live coverage,
+//! station lists and details, RTT/loss series, and the follow-up queue with its actions.
+//! Every call needs an operator's bearer token; errors are JSON naming the problem.
+
+use std::collections::HashMap;
+
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::coverage::{Override, State as CovState};
+use crate::domain::{RegionLevel, TpsCode, now_ms};
+use crate::flags::{self, ActError, FlagStatus, OperatorAction};
+use crate::http::{ApiError, AppState, read};
+use crate::operators::{self, Operator, Role};
+use crate::store;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/summary", get(summary))
+        .route("/api/v1/regions", get(regions))
+        .route("/api/v1/stations", get(stations))
+        .route("/api/v1/stations/{tps_code}", get(station))
+        .route("/api/v1/stations/{tps_code}/series", get(series))
+        .route("/api/v1/stations/{tps_code}/override", put(set_override))
+        .route("/api/v1/flags", get(list_flags))
+        .route("/api/v1/flags/{id}", get(get_flag))
+        .route("/api/v1/flags/{id}/ack", post(ack))
+        .route("/api/v1/flags/{id}/assign", post(assign))
+        .route("/api/v1/flags/{id}/notes", post(note))
+        .route("/api/v1/flags/{id}/resolve", post(resolve))
+        .route("/api/v1/me", get(me))
+}
+
+fn bad(param: &str, problem: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, format!("{param}: {problem}"))
+}
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_string())
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "missing `Authorization: Bearer <token>`; an admin creates one with `tps-collector operator add NAME --role viewer`",
+                )
+            })?;
+        read(state, move |c| operators::authenticate(c, &token))
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unknown or revoked operator token",
+                )
+            })
+    }
+}
+
+fn require(op: &Operator, role: Role) -> Result<(), ApiError> {
+    if op.role >= role {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} is a {}; this needs the {} role",
+                op.name,
+                op.role.as_str(),
+                role.as_str()
+            ),
+        ))
+    }
+}
+
+/// A region parameter: a dotted code prefix (`21`, `21.71`, `21.71.01`).
+fn region_param(q: &HashMap<String, String>) -> Result<Option<String>, ApiError> {
+    match q.get("region").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(r) => {
+            let parts: Vec<&str> = r.split('.').collect();
+            let ok = parts.len() <= 3
+                && parts
+                    .iter()
+                    .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_digit()));
+            if ok {
+                Ok(Some(r.to_string()))
+            } else {
+                Err(bad(
+                    "region",
+                    format!("{r:?} is not a region code like 21, 21.71 or 21.71.01"),
+                ))
+            }
+        }
+    }
+}
+
+fn tps_param(code: &str) -> Result<TpsCode, ApiError> {
+    code.parse()
+        .map_err(|e: crate::domain::BadTpsCode| bad("tps_code", e))
+}
+
+fn counts_json(c: crate::coverage::Counts) -> Value {
+    json!({
+        "total": c.total(),
+        "covered": c.covered,
+        "degraded": c.degraded,
+        "offline": c.offline,
+        "no_agent": c.no_agent,
+        "uncovered": c.uncovered(),
+        "uncovered_share": c.uncovered_share(),
+    })
+}
+
+async fn me(op: Operator) -> Json<Operator> {
+    Json(op)
+}
+
+async fn summary(
+    State(s): State<AppState>,
+    op: Operator,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    require(&op, Role::Viewer)?;
+    let region = region_param(&q)?;
+    let m = s.monitor.lock();
+    let key = region.clone().unwrap_or_default();
+    let counts = m.coverage.counts(&key);
+    if region.is_some() && counts.total() == 0 {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no station in region {key}"),
+        ));
+    }
+    let r = m.coverage.rules;
+    let f = m.flag_rules;
+    let mut body = counts_json(counts);
+    body["as_of_ms"] = json!(now_ms());
+    body["region"] = json!(region);
+    body["region_name"] = json!(region.as_ref().and_then(|r| m.region_names.get(r)));
+    body["thresholds"] = json!({
+        "fresh_secs": r.fresh_ms / 1000,
+        "loss_limit_pct": r.loss_limit * 100.0,
+        "rtt_limit_ms": r.rtt_limit_ms,
+        "satellite_rtt_limit_ms": r.satellite_rtt_limit_ms,
+        "window_mins": r.window_ms / 60_000,
+        "streak": r.streak,
+        "grace_mins": f.grace_ms / 60_000,
+        "recovery_mins": f.recovery_ms / 60_000,
+    });
+    Ok(Json(body))
+}
+
+async fn regions(
+    State(s): State<AppState>,
+    op: Operator,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    require(&op, Role::Viewer)?;
+    let level = match q.get("level").map(String::as_str) {
+        Some("province") => RegionLevel::Province,
+        Some("regency") | None => RegionLevel::Regency,
+        Some("district") => RegionLevel::District,
+        Some(other) => {
+            return Err(bad(
+                "level",
+                format!("{other:?} is not one of province, regency, district"),
+            ));
+        }
+    };
+    let parent = match q.get("parent").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(p) => {
+            let mut qq = HashMap::new();
+            qq.insert("region".to_string(), p.to_string());
+            Some(
+                region_param(&qq)
+                    .map_err(|_| bad("parent", format!("{p:?} is not a region code")))?
+                    .unwrap_or_default(),
+            )
+        }
+    };
+    let m = s.monitor.lock();
+    let list: Vec<Value> = m
+        .coverage
+        .region_counts(level, parent.as_deref())
+        .into_iter()
+        .map(|(code, c)| {
+            let mut v = counts_json(c);
+            v["name"] = json!(m.region_names.get(&code));
+            v["code"] = json!(code);
+            v
+        })
+        .collect();
+    Ok(Json(
+        json!({ "level": q.get("level").map(String::as_str).unwrap_or("regency"), "parent": parent, "regions": list, "as_of_ms": now_ms() }),
+    ))
+}
+
+fn station_row(m: &crate::monitor::Monitor, st: &crate::coverage::StationCov) -> Value {
+    json!({
+        "tps_code": st.tps_code,
+        "village": m.villages.get(&st.tps_code),
+        "district_code": st.district,
+        "district": m.region_names.get(&st.district),
+        "regency_code": st.regency,
+        "regency": m.region_names.get(&st.regency),
+        "state": st.state,
+        "reason": st.reason,
+        "since_ms": st.since_ms,
+        "cause": st.cause,
+        "lat": st.lat,
+        "lon": st.lon,
+        "exempt": st.overrides.exempt_reason.is_some(),
+    })
+}
+
+async fn stations(
+    State(s): State<AppState>,
+    op: Operator,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    require(&op, Role::Viewer)?;
+    let region = region_param(&q)?.map(|r| r.replace('.', ""));
+    let status = match q
+        .get("status")
+        .map(|s| s.as_str())
+        .filter(|s| !s.is_empty())
+    {
+        None => None,
+        Some("uncovered") => Some(vec![
+            CovState::Degraded,
+            CovState::Offline,
+            CovState::NoAgent,
+        ]),
+        Some(x) => Some(vec![CovState::parse(x).ok_or_else(|| {
+            bad(
+                "status",
+                format!("{x:?} is not one of covered, degraded, offline, no_agent, uncovered"),
+            )
+        })?]),
+    };
+    let limit: usize = match q.get("limit") {
+        None => 100,
+        Some(l) => l
+            .parse()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| bad("limit", format!("{l:?} is not a number from 1 to 10000")))?,
+    };
+    let cursor = match q.get("cursor").filter(|c| !c.is_empty()) {
+        None => None,
+        Some(c) => {
+            Some(tps_param(c).map_err(|_| bad("cursor", "not a cursor from a previous page"))?)
+        }
+    };
+    let needle = q
+        .get("q")
+        .map(|s| s.trim().to_lowercase())
+        .filter(|s| !s.is_empty());
+    let m = s.monitor.lock();
+    let mut out = Vec::new();
+    let mut matching = 0u64;
+    let mut more = false;
+    for st in m.coverage.stations() {
+        if region
+            .as_deref()
+            .is_some_and(|r| !st.tps_code.as_str().starts_with(r))
+        {
+            continue;
+        }
+        if status.as_ref().is_some_and(|ss| !ss.contains(&st.state)) {
+            continue;
+        }
+        if let Some(n) = &needle {
+            let hit = st.tps_code.as_str().starts_with(n.as_str())
+                || m.villages
+                    .get(&st.tps_code)
+                    .is_some_and(|v| v.to_lowercase().contains(n.as_str()))
+                || m.region_names
+                    .get(&st.district)
+                    .is_some_and(|v| v.to_lowercase().contains(n.as_str()));
+            if !hit {
+                continue;
+            }
+        }
+        matching += 1;
+        if cursor.is_some_and(|c| st.tps_code <= c) {
+            continue;
+        }
+        if out.len() < limit {
+            out.push(station_row(&m, st));
+        } else {
+            more = true;
+        }
+    }
+    // Stations are kept in code order, so the last code shown is the next page's cursor.
+    let next = if more {
+        out.last().map(|r| r["tps_code"].clone())
+    } else {
+        None
+    };
+    Ok(Json(
+        json!({ "stations": out, "matching": matching, "next_cursor": next }),
+    ))
+}
+
+async fn station(
+    State(s): State<AppState>,
+    op: Operator,
+    Path(code): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require(&op, Role::Viewer)?;
+    let tps = tps_param(&code)?;
+    let code_s = tps.to_string();
+    let (facts, transitions, flag) = read(&s, move |c| {
+        let facts = store::station(c, &tps)?;
+        let transitions = store::status_changes_of(c, &code_s, 50)?;
+        let flag = flags::latest_of(c, &code_s)?;
+        let events = match &flag {
+            Some(f) => flags::events(c, f.id)?,
+            None => Vec::new(),
+        };
+        Ok((facts, transitions, flag.map(|f| (f, events))))
+    })
+    .await?;
+    let facts = facts.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("TPS {tps} is not in the registry"),
+        )
+    })?;
+    let agents = s.live.agents_of(&tps);
+    let coverage = {
+        let m = s.monitor.lock();
+        m.coverage.station(&tps).map(|st| station_row(&m, st))
+    };
+    let mut body = serde_json::to_value(&facts).map_err(ApiError::internal)?;
+    body["regency_code"] = json!(tps.region(RegionLevel::Regency));
+    body["district_code"] = json!(tps.region(RegionLevel::District));
+    body["last_seen_ms"] = json!(agents.iter().filter_map(|a| a.last_seen_ms).max());
+    body["coverage"] = json!(coverage);
+    body["agents"] = json!(agents);
+    body["transitions"] = json!(transitions.iter().map(|t| json!({
+        "at_ms": t.at_ms, "state": t.state, "previous": t.previous, "reason": t.reason, "cause": t.cause
+    })).collect::<Vec<_>>());
+    body["flag"] = match flag {
+        Some((f, events)) => {
+            let mut v = serde_json::to_value(&f).map_err(ApiError::internal)?;
+            v["events"] = json!(events);
+            v
+        }
+        None => Value::Null,
+    };
+    Ok(Json(body))
+}
+
+async fn series(
+    State(s): State<AppState>,
+    op: Operator,
+    Path(code): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    require(&op, Role::Viewer)?;
+    let tps = tps_param(&code)?;
+    let now = now_ms();
+    let num = |k: &str, default: i64| -> Result<i64, ApiError> {
+        match q.get(k).filter(|v| !v.is_empty()) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|_| bad(k, format!("{v:?} is not a number (unix milliseconds)"))),
+        }
+    };
+    let to = num("to", now)?;
+    let from = num("from", to - 24 * 3_600_000)?;
+    if from >= to {
+        return Err(bad("from", "must be before `to`"));
+    }
+    if to - from > 31 * 86_400_000 {
+        return Err(bad("from", "the range is at most 31 days"));
+    }
+    let step = match q.get("step").filter(|v| !v.is_empty()) {
+        None => ((to - from) / 300).max(60_000),
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|x| *x >= 1000)
+            .ok_or_else(|| bad("step", format!("{v:?} is not a step of at least 1000 ms")))?,
+    };
+    if (to - from) / step > 10_000 {
+        return Err(bad(
+            "step",
+            "gives more than 10,000 points; use a larger step",
+        ));
+    }
+    let target = q.get("target").filter(|t| !t.is_empty()).cloned();
+    let agent_ids: Vec<u64> = s.live.agents_of(&tps).iter().map(|a| a.agent_id).collect();
+    let t = target.clone();
+    let rows = read(&s, move |c| {
+        store::measurements_between(c, &agent_ids, t.as_deref(), from, to)
+    })
+    .await?;
+    // Downsample: per step, mean average RTT (over answered rounds) and mean loss.
+    let mut buckets: std::collections::BTreeMap<i64, (f64, u32, f64, u32)> = Default::default();
+    for (_, m) in &rows {
+        let b = buckets
+            .entry(from + (m.start_ms - from) / step * step)
+            .or_default();
+        if let Some(r) = &m.rtt {
+            b.0 += r.avg_ms;
+            b.1 += 1;
+        }
+        b.2 += m.loss();
+        b.3 += 1;
+    }
+    let points: Vec<Value> = buckets
+        .into_iter()
+        .map(|(t, (rtt, nr, loss, n))| {
+            json!({
+                "t": t,
+                "rtt_avg_ms": (nr > 0).then(|| rtt / f64::from(nr)),
+                "loss": loss / f64::from(n),
+                "rounds": n,
+            })
+        })
+        .collect();
+    Ok(Json(
+        json!({ "tps_code": tps, "target": target, "from_ms": from, "to_ms": to, "step_ms": step, "points": points }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct OverrideBody {
+    link_type: Option<String>,
+    exempt_reason: Option<String>,
+}
+
+async fn set_override(
+    State(s): State<AppState>,
+    op: Operator,
+    Path(code): Path<String>,
+    body: Result<Json<OverrideBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    require(&op, Role::Admin)?;
+    let Json(b) = body.map_err(|e| bad("body", e.body_text()))?;
+    let tps = tps_param(&code)?;
+    if let Some(l) = &b.link_type
+        && !matches!(l.as_str(), "satellite" | "cellular" | "fixed")
+    {
+        return Err(bad(
+            "link_type",
+            format!("{l:?} is not one of satellite, cellular, fixed"),
+        ));
+    }
+    let o = Override {
+        link_type: b.link_type.filter(|s| !s.is_empty()),
+        exempt_reason: b
+            .exempt_reason
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty()),
+    };
+    if s.monitor.lock().coverage.station(&tps).is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("TPS {tps} is not in the registry"),
+        ));
+    }
+    let (o2, by) = (o.clone(), op.name.clone());
+    s.writer
+        .exec(move |tx| store::set_override(tx, tps.as_str(), &o2, &by, now_ms()))
+        .await
+        .map_err(ApiError::internal)?;
+    s.monitor.lock().coverage.set_override(&tps, o.clone());
+    Ok(Json(json!({ "tps_code": tps, "override": o })))
+}
+
+#[derive(Debug, Serialize)]
+struct FlagRow {
+    #[serde(flatten)]
+    flag: flags::Flag,
+    village: Option<String>,
+    district: Option<String>,
+    regency: Option<String>,
+    state: Option<CovState>,
+    last_seen_ms: Option<i64>,
+    latest_note: Option<String>,
+}
+
+async fn list_flags(
+    State(s): State<AppState>,
+    op: Operator,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    require(&op, Role::Viewer)?;
+    let region = region_param(&q)?;
+    let statuses = match q
+        .get("status")
+        .map(String::as_str)
+        .filter(|s| !s.is_empty())
+    {
+        None | Some("active") => vec![FlagStatus::Open, FlagStatus::Acknowledged],
+        Some("all") => vec![
+            FlagStatus::Open,
+            FlagStatus::Acknowledged,
+            FlagStatus::Resolved,
+            FlagStatus::Closed,
+        ],
+        Some(x) => vec![FlagStatus::parse(x).ok_or_else(|| {
+            bad(
+                "status",
+                format!("{x:?} is not one of active, all, open, acknowledged, resolved, closed"),
+            )
+        })?],
+    };
+    let limit: usize = match q.get("limit") {
+        None => 500,
+        Some(l) => l
+            .parse()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| bad("limit", format!("{l:?} is not a number from 1 to 10000")))?,
+    };
+    let list = read(&s, move |c| {
+        let fl = flags::list(c, &statuses, region.as_deref(), limit)?;
+        let mut notes = Vec::with_capacity(fl.len());
+        for f in &fl {
+            notes.push(
+                flags::events(c, f.id)?
+                    .into_iter()
+                    .rev()
+                    .find(|e| e.action == "note")
+                    .and_then(|e| e.detail),
+            );
+        }
+        Ok((fl, notes))
+    })
+    .await?;
+    let m = s.monitor.lock();
+    let rows: Vec<FlagRow> = list
+        .0
+        .into_iter()
+        .zip(list.1)
+        .map(|(flag, latest_note)| {
+            let tps: Option<TpsCode> = flag.tps_code.parse().ok();
+            let st = tps.as_ref().and_then(|t| m.coverage.station(t));
+            FlagRow {
+                village: tps.as_ref().and_then(|t| m.villages.get(t).cloned()),
+                district: st.and_then(|x| m.region_names.get(&x.district).cloned()),
+                regency: st.and_then(|x| m.region_names.get(&x.regency).cloned()),
+                state: st.map(|x| x.state),
+                last_seen_ms: tps.as_ref().and_then(|t| {
+                    s.live
+                        .agents_of(t)
+                        .iter()
+                        .filter_map(|a| a.last_seen_ms)
+                        .max()
+                }),
+                latest_note,
+                flag,
+            }
+        })
+        .collect();
+    Ok(Json(json!({ "flags": rows })))
+}
+
+async fn get_flag(
+    State(s): State<AppState>,
+    op: Operator,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    require(&op, Role::Viewer)?;
+    let (flag, events) = read(&s, move |c| Ok((flags::get(c, id)?, flags::events(c, id)?))).await?;
+    let flag =
+        flag.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no flag with id {id}")))?;
+    let mut v = serde_json::to_value(&flag).map_err(ApiError::internal)?;
+    v["events"] = json!(events);
+    Ok(Json(v))
+}
+
+async fn act(
+    s: &AppState,
+    op: &Operator,
+    id: i64,
+    action: OperatorAction,
+) -> Result<Json<Value>, ApiError> {
+    require(op, Role::Operator)?;
+    let actor = op.name.clone();
+    let r = s
+        .writer
+        .exec(move |tx| Ok(flags::act(tx, id, &actor, &action, now_ms())))
+        .await
+        .map_err(ApiError::internal)?;
+    let flag = match r {
+        Ok(f) => f,
+        Err(ActError::NotFound(_)) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no flag with id {id}"),
+            ));
+        }
+        Err(e @ ActError::Conflict { .. }) => {
+            return Err(ApiError::new(StatusCode::CONFLICT, e.to_string()));
+        }
+        Err(ActError::Store(e)) => return Err(ApiError::internal(e)),
+    };
+    if let Ok(tps) = flag.tps_code.parse::<TpsCode>() {
+        let mut m = s.monitor.lock();
+        if let Some(b) = m.flags.by_station.get_mut(&tps)
+            && b.id == flag.id
+        {
+            b.status = flag.status;
+            b.ended_ms = flag.ended_ms;
+        }
+    }
+    Ok(Json(
+        serde_json::to_value(&flag).map_err(ApiError::internal)?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct TextBody {
+    assignee: Option<String>,
+    text: Option<String>,
+    resolution: Option<String>,
+}
+
+fn text_field(
+    body: Result<Json<TextBody>, axum::extract::rejection::JsonRejection>,
+    field: &str,
+) -> Result<String, ApiError> {
+    let Json(b) = body.map_err(|e| bad("body", e.body_text()))?;
+    let v = match field {
+        "assignee" => b.assignee,
+        "text" => b.text,
+        _ => b.resolution,
+    };
+    let v = v
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| bad(field, "is required"))?;
+    if v.len() > 2000 {
+        return Err(bad(field, "is longer than 2000 characters"));
+    }
+    Ok(v)
+}
+
+async fn ack(
+    State(s): State<AppState>,
+    op: Operator,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    act(&s, &op, id, OperatorAction::Acknowledge).await
+}
+
+async fn assign(
+    State(s): State<AppState>,
+    op: Operator,
+    Path(id): Path<i64>,
+    body: Result<Json<TextBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let who = text_field(body, "assignee")?;
+    act(&s, &op, id, OperatorAction::Assign(who)).await
+}
+
+async fn note(
+    State(s): State<AppState>,
+    op: Operator,
+    Path(id): Path<i64>,
+    body: Result<Json<TextBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let text = text_field(body, "text")?;
+    act(&s, &op, id, OperatorAction::Note(text)).await
+}
+
+async fn resolve(
+    State(s): State<AppState>,
+    op: Operator,
+    Path(id): Path<i64>,
+    body: Result<Json<TextBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let text = text_field(body, "resolution")?;
+    act(&s, &op, id, OperatorAction::Resolve(text)).await
+}
+
+async fn openapi() -> ([(axum::http::HeaderName, &'static str); 1], &'static str) {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+}

@@ -74,7 +74,7 @@ pub fn push_request(
     let mut req = tonic::Request::new(pb::PushRequest {
         status: Some(pb::AgentStatus {
             system_uptime_secs: 3600,
-            boot_time_ms: now - 3_600_000,
+            boot_time_ms: boot_time_ms(),
             agent_uptime_secs: 600,
             agent_version: "test".into(),
             hostname: "laptop-test".into(),
@@ -113,6 +113,13 @@ pub fn measurement(seq: u64, base_ms: i64, target: &str) -> pb::Measurement {
         rtt_max_ms: Some(rtt + 2.0),
         jitter_ms: Some(0.7),
     }
+}
+
+/// The simulated device's boot time: one hour before this test process started, the
+/// same for every push (a different one means a reboot to the collector).
+pub fn boot_time_ms() -> i64 {
+    static BOOT: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *BOOT.get_or_init(|| now_ms() - 3_600_000)
 }
 
 pub fn now_ms() -> i64 {

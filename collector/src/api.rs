@@ -536,6 +536,7 @@ async fn list_flags(
             .ok_or_else(|| bad("limit", format!("{l:?} is not a number from 1 to 10000")))?,
     };
     let list = read(&s, move |c| {
+        let total = flags::count(c, &statuses, region.as_deref())?;
         let fl = flags::list(c, &statuses, region.as_deref(), limit)?;
         let mut notes = Vec::with_capacity(fl.len());
         for f in &fl {
@@ -547,14 +548,14 @@ async fn list_flags(
                     .and_then(|e| e.detail),
             );
         }
-        Ok((fl, notes))
+        Ok((fl, notes, total))
     })
     .await?;
     let m = s.monitor.lock();
     let rows: Vec<FlagRow> = list
         .0
         .into_iter()
-        .zip(list.1)
+        .zip(list.1.into_iter())
         .map(|(flag, latest_note)| {
             let tps: Option<TpsCode> = flag.tps_code.parse().ok();
             let st = tps.as_ref().and_then(|t| m.coverage.station(t));
@@ -575,7 +576,7 @@ async fn list_flags(
             }
         })
         .collect();
-    Ok(Json(json!({ "flags": rows })))
+    Ok(Json(json!({ "flags": rows, "total": list.2 })))
 }
 
 async fn get_flag(

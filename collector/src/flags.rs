@@ -373,6 +373,29 @@ pub fn list(
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// How many flags are in a status set under a region prefix.
+pub fn count(
+    conn: &Connection,
+    statuses: &[FlagStatus],
+    region: Option<&str>,
+) -> Result<u64, StoreError> {
+    let prefix = region.map(|r| r.replace('.', "")).unwrap_or_default();
+    let placeholders = (0..statuses.len())
+        .map(|i| format!("?{}", i + 2))
+        .collect::<Vec<_>>()
+        .join(",");
+    let sql = format!(
+        "SELECT count(*) FROM flags WHERE tps_code >= ?1 AND tps_code < ?1 || ':' AND status IN ({placeholders})"
+    );
+    let mut args: Vec<String> = vec![prefix];
+    args.extend(statuses.iter().map(|s| s.as_str().to_string()));
+    Ok(
+        conn.query_row(&sql, rusqlite::params_from_iter(args.iter()), |r| {
+            r.get::<_, i64>(0)
+        })? as u64,
+    )
+}
+
 pub fn events(conn: &Connection, id: i64) -> Result<Vec<FlagEvent>, StoreError> {
     let mut st = conn.prepare_cached(
         "SELECT at_ms, actor, action, detail FROM flag_events WHERE flag_id = ?1 ORDER BY id",

@@ -37,6 +37,11 @@ pub struct TestCollector {
 }
 
 impl TestCollector {
+    /// The name of the test admin whose token this is.
+    pub fn token_owner(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("test-admin.name")).unwrap_or_default()
+    }
+
     /// Starts a plaintext collector on `data_dir`, adjusting its config with `tune`.
     pub async fn start_with(
         data_dir: &Path,
@@ -171,6 +176,7 @@ fn admin_token(data_dir: &Path) -> anyhow::Result<String> {
     let name = format!("test-admin-{}", std::process::id());
     let token = crate::commands::add_operator(data_dir, &name, "admin")?;
     std::fs::write(&file, &token)?;
+    std::fs::write(data_dir.join("test-admin.name"), &name)?;
     Ok(token)
 }
 

@@ -1,0 +1,203 @@
+//! The operators' dashboard in a real headless Chromium (Debian `chromium` and
+//! `chromium-driver`): its numbers equal the API's, acknowledging a flag on the page
+//! changes it in the API, and a screenshot is kept as a test artifact.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{ClientBuilder, Locator};
+use serde_json::json;
+use tps_tests::{Agent, TestCollector, eventually, kepri_registry, measurement, now_ms};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A chromedriver we started; ended by its PID on drop.
+struct Driver(Child, u16);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn chromedriver() -> anyhow::Result<Driver> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot start chromedriver ({e}): apt-get install chromium chromium-driver (scripts/test does)"))?;
+    Ok(Driver(child, port))
+}
+
+fn digits(s: &str) -> u64 {
+    s.chars()
+        .filter(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap_or(u64::MAX)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_the_apis_numbers_and_works_the_queue() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    tps_collector::commands::import_stations(dir.path(), &kepri_registry())?;
+    let c = TestCollector::start_with(dir.path(), |cfg| {
+        cfg.coverage.tick = Duration::from_millis(100);
+        cfg.coverage.flags.grace_ms = 200;
+    })
+    .await?;
+    // Some stations report (covered, degraded), the rest have no agent yet.
+    let codes = c.codes("21.71.01.1002")?;
+    let base = now_ms() - 5 * 60_000;
+    for (i, (tps, code)) in codes.iter().take(6).enumerate() {
+        let mut a = Agent::enroll(&c, tps, code).await?;
+        let ms = (1..=4)
+            .map(|s| {
+                let mut m = measurement(s, base, "gateway");
+                if i == 5 {
+                    m.received = 1;
+                }
+                m
+            })
+            .collect();
+        a.push(ms).await?;
+    }
+    eventually(WAIT, "the follow-up queue to fill", || async {
+        let (_, f) = c.get_json("/api/v1/flags?limit=10000").await.ok()?;
+        (f["flags"].as_array()?.len() == 3327 - 5).then_some(())
+    })
+    .await?;
+
+    let driver = chromedriver()?;
+    let profile = tempfile::tempdir()?;
+    let caps = json!({
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--disable-quic", "--no-first-run", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--window-size=1400,2000",
+                     format!("--user-data-dir={}", profile.path().display())]
+        }
+    });
+    let caps = caps.as_object().cloned().unwrap_or_default();
+    let browser = eventually(
+        Duration::from_secs(20),
+        "chromedriver to accept a session",
+        || {
+            let caps = caps.clone();
+            let url = format!("http://127.0.0.1:{}", driver.1);
+            async move {
+                ClientBuilder::rustls()
+                    .ok()?
+                    .capabilities(caps)
+                    .connect(&url)
+                    .await
+                    .ok()
+            }
+        },
+    )
+    .await?;
+
+    let run = async {
+        browser
+            .goto(&format!("{}/#token={}", c.url(""), c.token))
+            .await?;
+        browser
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css("body[data-ready='1']"))
+            .await?;
+
+        // The page's numbers are the API's.
+        let (_, sum) = c.get_json("/api/v1/summary?region=21").await?;
+        let text = |id: &'static str| {
+            let b = &browser;
+            async move { b.find(Locator::Id(id)).await?.text().await }
+        };
+        assert_eq!(
+            digits(&text("total-count").await?),
+            sum["total"].as_u64().unwrap()
+        );
+        assert_eq!(
+            digits(&text("covered-count").await?),
+            sum["covered"].as_u64().unwrap()
+        );
+        assert_eq!(
+            digits(&text("uncovered-count").await?),
+            sum["uncovered"].as_u64().unwrap()
+        );
+        assert_eq!(sum["covered"], 5);
+        let (_, regs) = c
+            .get_json("/api/v1/regions?level=regency&parent=21")
+            .await?;
+        let (_, fl) = c.get_json("/api/v1/flags?region=21&limit=1").await?;
+        assert_eq!(
+            digits(&text("flag-count").await?),
+            fl["total"].as_u64().unwrap()
+        );
+        assert_eq!(fl["total"], 3327 - 5);
+        let rows = browser.find_all(Locator::Css("#regions tbody tr")).await?;
+        assert_eq!(rows.len(), regs["regions"].as_array().unwrap().len());
+
+        // Acknowledge the first flag on the page; the API sees it.
+        let row = browser
+            .find(Locator::Css("#flags tbody tr[data-flag-id]"))
+            .await?;
+        let id: i64 = row
+            .attr("data-flag-id")
+            .await?
+            .unwrap_or_default()
+            .parse()?;
+        row.find(Locator::Css("button.ack")).await?.click().await?;
+        eventually(WAIT, "the flag acknowledged in the API", || async {
+            let (_, f) = c.get_json(&format!("/api/v1/flags/{id}")).await.ok()?;
+            (f["status"] == "acknowledged").then_some(())
+        })
+        .await?;
+        let (_, f) = c.get_json(&format!("/api/v1/flags/{id}")).await?;
+        assert_eq!(f["events"][1]["actor"].as_str().unwrap(), c.token_owner());
+
+        let out_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+        std::fs::write(
+            out_dir.join("dashboard-overview.png"),
+            browser.screenshot().await?,
+        )?;
+
+        // English labels on request; the station page with its chart and history.
+        browser.find(Locator::Id("lang")).await?.click().await?;
+        browser
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::XPath("//small[text()='Covered']"))
+            .await?;
+        browser
+            .find(Locator::Css(&format!(
+                "a.station[data-tps='{}']",
+                f["tps_code"].as_str().unwrap()
+            )))
+            .await?
+            .click()
+            .await?;
+        browser
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css("#station[style*='block'] #st-transitions"))
+            .await?;
+
+        let png = browser.screenshot().await?;
+        let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+        std::fs::write(&out, &png)?;
+        println!("screenshot: {}", out.display());
+        anyhow::ensure!(png.len() > 10_000, "the screenshot is suspiciously small");
+        Ok::<_, anyhow::Error>(())
+    };
+    let result = run.await;
+    browser.close().await?;
+    result?;
+    c.stop().await
+}

@@ -555,7 +555,7 @@ async fn list_flags(
     let rows: Vec<FlagRow> = list
         .0
         .into_iter()
-        .zip(list.1.into_iter())
+        .zip(list.1)
         .map(|(flag, latest_note)| {
             let tps: Option<TpsCode> = flag.tps_code.parse().ok();
             let st = tps.as_ref().and_then(|t| m.coverage.station(t));

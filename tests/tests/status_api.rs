@@ -403,3 +403,27 @@ async fn overrides_silence_and_restart() -> anyhow::Result<()> {
     assert_eq!(d["transitions"][0]["cause"], "agent_stopped", "{d}");
     c.stop().await
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    tps_collector::commands::import_stations(dir.path(), &kepri_registry())?;
+    let c = TestCollector::start(dir.path()).await?;
+    // Served without a token, so tools can discover the API.
+    let doc: Value = reqwest::get(c.url("/api/v1/openapi.json"))
+        .await?
+        .json()
+        .await?;
+    assert_eq!(doc["openapi"], "3.0.3");
+    let paths = doc["paths"].as_object().unwrap();
+    let src = include_str!("../../collector/src/api.rs");
+    let routes: Vec<&str> = src
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix(".route(\"")?.split('"').next())
+        .collect();
+    assert!(routes.len() >= 13);
+    for r in routes {
+        assert!(paths.contains_key(r), "{r} is not in openapi.json");
+    }
+    c.stop().await
+}

@@ -1,0 +1,184 @@
+//! Status API at national scale: a real `tps-collector` process with the national
+//! registry (820,161 stations) loaded, some agents reporting, then latency of
+//! `/api/v1/summary` and `/api/v1/regions?level=regency` (sequential requests over
+//! keep-alive, p50/p99) and the collector's RSS.
+//!
+//! `cargo build --release -p tps-collector && cargo run --release -p tps-tests --bin bench-status -- --collector-bin target/release/tps-collector --registry /tmp/national.csv`
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use tps_proto::v1 as pb;
+use tps_proto::v1::collector_client::CollectorClient;
+use tps_tests::{eventually, measurement, now_ms, push_request, read_codes};
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long)]
+    collector_bin: PathBuf,
+    #[arg(long)]
+    registry: PathBuf,
+    /// Agents that report before measuring.
+    #[arg(long, default_value_t = 2000)]
+    agents: usize,
+    #[arg(long, default_value_t = 1000)]
+    requests: usize,
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let run = |a: &[&str]| -> anyhow::Result<String> {
+        let out = Command::new(&args.collector_bin)
+            .args(a)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    let t = Instant::now();
+    run(&[
+        "import-stations",
+        args.registry.to_str().unwrap_or_default(),
+    ])?;
+    println!("import: {:.1} s", t.elapsed().as_secs_f64());
+    let token = run(&["operator", "add", "bench", "--role", "viewer"])?
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let codes_file = dir.path().join("codes.csv");
+    run(&[
+        "enroll-codes",
+        "--region",
+        "21",
+        "--out",
+        codes_file.to_str().unwrap_or_default(),
+    ])?;
+    let codes = read_codes(&codes_file)?;
+
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[grpc]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[tls]\nplaintext = true\n[store]\ndata_dir = {:?}\n",
+            data.display().to_string()
+        ),
+    )?;
+    let started = Instant::now();
+    let mut child = Command::new(&args.collector_bin)
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()?;
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().expect("piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let (Some(g), Some(h)) = (
+                line.split("grpc_addr=").nth(1),
+                line.split("http_addr=").nth(1),
+            ) {
+                let first = |s: &str| s.split_whitespace().next().unwrap_or("").to_string();
+                let _ = tx.send((first(g), first(h)));
+            }
+        }
+    });
+    let (grpc, http) = rx.recv_timeout(Duration::from_secs(300))?;
+    println!(
+        "collector serving after {:.1} s; RSS {:.0} MB with every station loaded",
+        started.elapsed().as_secs_f64(),
+        rss_mb(pid)
+    );
+
+    // Some agents report, so states vary.
+    let mut client = CollectorClient::connect(format!("http://{grpc}")).await?;
+    let base = now_ms() - 60_000;
+    for (tps, code) in codes.iter().take(args.agents) {
+        let r = client
+            .enroll(pb::EnrollRequest {
+                tps_code: tps.clone(),
+                enrollment_code: code.clone(),
+                agent: None,
+            })
+            .await?
+            .into_inner();
+        client
+            .push(push_request(
+                &r.token,
+                vec![measurement(1, base, "gateway")],
+            ))
+            .await?;
+    }
+    println!("{} agents reported; RSS {:.0} MB", args.agents, rss_mb(pid));
+
+    let http_client = reqwest::Client::new();
+    let get = |path: &str| {
+        let req = http_client
+            .get(format!("http://{http}{path}"))
+            .bearer_auth(&token);
+        async move { req.send().await?.error_for_status()?.bytes().await }
+    };
+    eventually(Duration::from_secs(30), "the API", || async {
+        get("/api/v1/summary").await.ok()
+    })
+    .await?;
+    for path in ["/api/v1/summary", "/api/v1/regions?level=regency"] {
+        let mut p99s = Vec::new();
+        for r in 1..=args.runs {
+            let mut lat = Vec::with_capacity(args.requests);
+            for _ in 0..args.requests {
+                let t = Instant::now();
+                get(path).await?;
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
+            println!(
+                "{path} run {r}: p50 {p50:.2} ms, p99 {p99:.2} ms ({} requests)",
+                args.requests
+            );
+            p99s.push(p99);
+        }
+        println!("{path}: median p99 {:.2} ms", pct(&mut p99s, 0.5));
+    }
+    println!("collector RSS at the end: {:.0} MB", rss_mb(pid));
+    child.kill()?;
+    child.wait()?;
+    Ok(())
+}

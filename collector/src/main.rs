@@ -43,6 +43,10 @@ enum Command {
         /// Import (or re-import) this station registry CSV before serving.
         #[arg(long)]
         import_stations: Option<PathBuf>,
+        /// If no operator exists yet, create `admin` and print a dashboard link with its
+        /// token (for a first local run; the token is printed once, to stdout).
+        #[arg(long)]
+        bootstrap_admin: bool,
     },
     /// Import or update the station registry from a CSV file.
     ImportStations {
@@ -118,10 +122,27 @@ fn main() -> anyhow::Result<()> {
         Command::Serve {
             config,
             import_stations,
+            bootstrap_admin,
         } => {
             let config = config::load(&config)?;
             if let Some(file) = import_stations {
                 commands::import_stations(&config.data_dir, &file)?;
+            }
+            if bootstrap_admin && commands::list_operators(&config.data_dir)?.is_empty() {
+                let token = commands::add_operator(&config.data_dir, "admin", "admin")?;
+                let host = match config.http_listen.ip() {
+                    ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+                    ip => ip.to_string(),
+                };
+                let scheme = if config.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                println!(
+                    "Dashboard: {scheme}://{host}:{}/#token={token}\n(operator `admin`; the token is shown only now)",
+                    config.http_listen.port()
+                );
             }
             tokio::runtime::Runtime::new()?.block_on(async {
                 let listeners = Listeners::bind(&config).await?;

@@ -34,6 +34,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/flags/{id}/assign", post(assign))
         .route("/api/v1/flags/{id}/notes", post(note))
         .route("/api/v1/flags/{id}/resolve", post(resolve))
+        .route("/api/v1/agents/{id}/revoke", post(revoke_agent))
         .route("/api/v1/me", get(me))
 }
 
@@ -696,6 +697,31 @@ async fn resolve(
 ) -> Result<Json<Value>, ApiError> {
     let text = text_field(body, "resolution")?;
     act(&s, &op, id, OperatorAction::Resolve(text)).await
+}
+
+async fn revoke_agent(
+    State(s): State<AppState>,
+    op: Operator,
+    Path(id): Path<u64>,
+) -> Result<Json<Value>, ApiError> {
+    require(&op, Role::Admin)?;
+    let reason = format!("revoked by {}", op.name);
+    let tps = s
+        .writer
+        .exec(move |tx| store::revoke_agent(tx, id, &reason, now_ms()))
+        .await
+        .map_err(|e| match e {
+            crate::store::writer::WriteError::Store(store::StoreError::NotFound(m)) => {
+                ApiError::new(StatusCode::NOT_FOUND, m)
+            }
+            other => ApiError::internal(other),
+        })?;
+    if s.live.revoke(&[id]) > 0 {
+        s.monitor.revoke(&s.writer, &[id]).await;
+    }
+    Ok(Json(
+        json!({ "agent_id": id, "tps_code": tps, "revoked": true }),
+    ))
 }
 
 async fn openapi() -> ([(axum::http::HeaderName, &'static str); 1], &'static str) {

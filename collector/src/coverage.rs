@@ -298,6 +298,21 @@ impl Coverage {
         c
     }
 
+    /// Adds stations not known yet (a registry re-import while running); returns how many.
+    pub fn add_new_stations(&mut self, stations: &[Station], since_ms: i64) -> usize {
+        let before = self.stations.len();
+        for st in stations {
+            if !self.index.contains_key(&st.tps_code) {
+                self.add_station(st, since_ms);
+            }
+        }
+        self.stations.len() - before
+    }
+
+    pub fn station_count(&self) -> usize {
+        self.stations.len()
+    }
+
     fn add_station(&mut self, st: &Station, since_ms: i64) {
         let i = self.stations.len() as u32;
         self.index.insert(st.tps_code, i);

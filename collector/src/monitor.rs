@@ -138,6 +138,31 @@ impl Shared {
         }
     }
 
+    /// Stations added to the registry while running (they start as `no_agent`).
+    pub fn add_stations(&self, stations: &[crate::domain::Station], now: i64) -> usize {
+        let mut m = self.lock();
+        for st in stations {
+            for level in [
+                RegionLevel::Province,
+                RegionLevel::Regency,
+                RegionLevel::District,
+            ] {
+                let name = match level {
+                    RegionLevel::Province => &st.province,
+                    RegionLevel::Regency => &st.regency,
+                    RegionLevel::District => &st.district,
+                };
+                m.region_names
+                    .entry(st.tps_code.region(level))
+                    .or_insert_with(|| name.clone());
+            }
+            m.villages
+                .entry(st.tps_code)
+                .or_insert_with(|| st.village.clone());
+        }
+        m.coverage.add_new_stations(stations, now)
+    }
+
     /// A newly enrolled agent.
     pub fn add_agent(&self, agent_id: AgentId, tps: &TpsCode) {
         self.lock()

@@ -23,6 +23,8 @@ use crate::store::{self, StoreError, writer::Writer};
 
 /// How often revocations made from the command line are picked up.
 const REVOCATION_POLL: Duration = Duration::from_secs(2);
+/// Every this many revocation polls, look for stations imported while running.
+const REGISTRY_POLL_ROUNDS: u64 = 15;
 /// How long in-flight HTTP requests may take to finish at shutdown.
 const HTTP_DRAIN: Duration = Duration::from_secs(10);
 
@@ -236,7 +238,37 @@ pub async fn run(
     Ok(())
 }
 
-/// Picks up agents revoked from the command line (another process writing the store).
+/// Adds stations that `import-stations` wrote while the collector runs.
+async fn pick_up_new_stations(
+    reader: &Arc<Mutex<rusqlite::Connection>>,
+    monitor: &crate::monitor::Shared,
+) {
+    let known = monitor.lock().coverage.station_count() as u64;
+    let r = reader.clone();
+    let new = tokio::task::spawn_blocking(move || {
+        let conn = r.lock().unwrap_or_else(|p| p.into_inner());
+        if store::count(&conn, "stations")? <= known {
+            return Ok(Vec::new());
+        }
+        store::load_stations(&conn)
+    })
+    .await;
+    match new {
+        Ok(Ok(stations)) if !stations.is_empty() => {
+            let n = monitor.add_stations(&stations, crate::domain::now_ms());
+            tracing::info!(
+                stations = n,
+                "new stations from the registry are now monitored"
+            );
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the station registry"),
+        Err(e) => tracing::warn!(error = %e, "registry poll failed"),
+    }
+}
+
+/// Picks up agents revoked from the command line (another process writing the store),
+/// and stations imported while running.
 async fn poll_revocations(
     reader: Arc<Mutex<rusqlite::Connection>>,
     live: Arc<Live>,
@@ -245,6 +277,7 @@ async fn poll_revocations(
     stop: impl Future<Output = ()>,
 ) {
     let mut since = 0i64;
+    let mut rounds = 0u64;
     let poll = async {
         loop {
             let r = reader.clone();
@@ -260,8 +293,6 @@ async fn poll_revocations(
                     let n = live.revoke(&ids);
                     if n > 0 {
                         monitor.revoke(&writer, &ids).await;
-                    }
-                    if n > 0 {
                         tracing::info!(agents = n, "revoked agents picked up from the store");
                     }
                     // Overlap a little: a revocation committed while we queried is seen next time.
@@ -269,6 +300,10 @@ async fn poll_revocations(
                 }
                 Ok(Err(e)) => tracing::warn!(error = %e, "cannot read revocations"),
                 Err(e) => tracing::warn!(error = %e, "revocation poll failed"),
+            }
+            rounds += 1;
+            if rounds % REGISTRY_POLL_ROUNDS == 0 {
+                pick_up_new_stations(&reader, &monitor).await;
             }
             tokio::time::sleep(REVOCATION_POLL).await;
         }

@@ -427,3 +427,66 @@ async fn the_openapi_document_describes_every_route() -> anyhow::Result<()> {
     }
     c.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_revoke_agents_and_new_stations_join_while_running() -> anyhow::Result<()> {
+    let (dir, c) = kepri_fast().await?;
+    let operator = tps_collector::commands::add_operator(dir.path(), "siti", "operator")?;
+    let codes = c.codes(VILLAGE)?;
+    let mut a = Agent::enroll(&c, &codes[0].0, &codes[0].1).await?;
+    a.push(vec![measurement(1, now_ms() - 60_000, "gateway")])
+        .await?;
+
+    let path = format!("/api/v1/agents/{}/revoke", a.agent_id);
+    assert_eq!(call(&c, "POST", &path, Some(&operator), None).await?.0, 403);
+    assert_eq!(
+        call(
+            &c,
+            "POST",
+            "/api/v1/agents/999999/revoke",
+            Some(&c.token),
+            None
+        )
+        .await?
+        .0,
+        404
+    );
+    let (s, r) = call(&c, "POST", &path, Some(&c.token), None).await?;
+    assert_eq!(
+        (s, r["tps_code"].as_str()),
+        (200, Some(codes[0].0.as_str()))
+    );
+    // At once: the token is refused and the station no longer counts as covered.
+    let e = a
+        .push(vec![measurement(2, now_ms() - 30_000, "gateway")])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    let (_, d) = c
+        .get_json(&format!("/api/v1/stations/{}", codes[0].0))
+        .await?;
+    assert_eq!(d["coverage"]["state"], "offline", "{d}");
+
+    // A registry re-import with one more station, while the collector runs.
+    let text = std::fs::read_to_string(kepri_registry())?;
+    let last = text.lines().last().unwrap().to_string();
+    let mut f: Vec<String> = last.split(',').map(String::from).collect();
+    let new_code = format!("{}999", &f[0][..10]);
+    f[0] = new_code.clone();
+    f[1] = "999".into();
+    let file = dir.path().join("plus-one.csv");
+    std::fs::write(&file, format!("{text}{}\n", f.join(",")))?;
+    tps_collector::commands::import_stations(dir.path(), &file)?;
+    eventually(
+        Duration::from_secs(90),
+        "the new station in the summary",
+        || async {
+            let (_, s) = c.get_json("/api/v1/summary").await.ok()?;
+            (s["total"] == 3328).then_some(())
+        },
+    )
+    .await?;
+    let (_, d) = c.get_json(&format!("/api/v1/stations/{new_code}")).await?;
+    assert_eq!(d["coverage"]["state"], "no_agent");
+    c.stop().await
+}

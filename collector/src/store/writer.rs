@@ -199,7 +199,7 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, metrics: &Metr
                             let _ = reply.send(Ok(o));
                         }
                         (Job::Exec { reply, .. }, Outcome::Exec(v)) => {
-                            let _ = reply.send(Ok(v));
+                            let _ = reply.send(v);
                         }
                         _ => unreachable!("outcomes follow jobs in order"),
                     }
@@ -238,7 +238,7 @@ fn job_size(job: &Job) -> usize {
 enum Outcome {
     Push(PushOutcome),
     Enroll(EnrollOutcome),
-    Exec(Box<dyn Any + Send>),
+    Exec(Result<Box<dyn Any + Send>, StoreError>),
 }
 
 fn commit(conn: &mut Connection, batch: &mut [Job]) -> Result<Vec<Outcome>, StoreError> {
@@ -251,7 +251,18 @@ fn commit(conn: &mut Connection, batch: &mut [Job]) -> Result<Vec<Outcome>, Stor
             Job::Exec { f, .. } => {
                 // Each closure runs once: swap in a no-op so the job can still be answered.
                 let f = std::mem::replace(f, Box::new(|_| Ok(Box::new(()) as Box<dyn Any + Send>)));
-                Outcome::Exec(f(&tx)?)
+                // A savepoint keeps one failing job from undoing everyone else's writes.
+                tx.execute_batch("SAVEPOINT exec_job")?;
+                match f(&tx) {
+                    Ok(v) => {
+                        tx.execute_batch("RELEASE exec_job")?;
+                        Outcome::Exec(Ok(v))
+                    }
+                    Err(e) => {
+                        tx.execute_batch("ROLLBACK TO exec_job; RELEASE exec_job")?;
+                        Outcome::Exec(Err(e))
+                    }
+                }
             }
         });
     }
@@ -384,4 +395,56 @@ fn store_enroll(
     Ok(EnrollOutcome::Enrolled {
         agent_id: id as AgentId,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exec_job(f: ExecFn) -> Job {
+        let (reply, _rx) = oneshot::channel();
+        Job::Exec { f, reply }
+    }
+
+    #[test]
+    fn a_failing_job_does_not_undo_the_others_in_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = super::super::open(dir.path(), super::super::Synchronous::Normal).unwrap();
+        let ok = |v: i64| -> ExecFn {
+            Box::new(move |tx| {
+                tx.execute(
+                    "INSERT INTO sink_cursors (name, last_id) VALUES (?1, ?2)",
+                    params![format!("c{v}"), v],
+                )?;
+                Ok(Box::new(v) as Box<dyn Any + Send>)
+            })
+        };
+        let failing: ExecFn = Box::new(|tx| {
+            tx.execute(
+                "INSERT INTO sink_cursors (name, last_id) VALUES ('half-done', 1)",
+                [],
+            )?;
+            Err(StoreError::NotFound("nothing here".into()))
+        });
+        let mut batch = vec![exec_job(ok(1)), exec_job(failing), exec_job(ok(3))];
+        let out = commit(&mut conn, &mut batch).unwrap();
+        assert!(matches!(&out[0], Outcome::Exec(Ok(_))));
+        assert!(matches!(
+            &out[1],
+            Outcome::Exec(Err(StoreError::NotFound(_)))
+        ));
+        assert!(matches!(&out[2], Outcome::Exec(Ok(_))));
+        let names: Vec<String> = conn
+            .prepare("SELECT name FROM sink_cursors ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            names,
+            vec!["c1".to_string(), "c3".to_string()],
+            "the failed job's write is undone, the rest kept"
+        );
+    }
 }

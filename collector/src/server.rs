@@ -302,7 +302,7 @@ async fn poll_revocations(
                 Err(e) => tracing::warn!(error = %e, "revocation poll failed"),
             }
             rounds += 1;
-            if rounds % REGISTRY_POLL_ROUNDS == 0 {
+            if rounds.is_multiple_of(REGISTRY_POLL_ROUNDS) {
                 pick_up_new_stations(&reader, &monitor).await;
             }
             tokio::time::sleep(REVOCATION_POLL).await;

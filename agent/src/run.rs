@@ -163,8 +163,16 @@ pub async fn probe_loop(config: Config, spool: SharedSpool) {
 
 /// Delivers the spool: a push every interval (a heartbeat when nothing waits), the
 /// backlog back to back after an outage, exponential backoff with jitter on failure.
-pub async fn push_loop(config: Config, creds: Credentials, spool: SharedSpool, mut uplink: Uplink) {
-    let mut sys = SystemInfo::new();
+///
+/// `facts` tells the device's facts for each push (sysinfo on a real device; the fleet
+/// simulator gives its own, so a simulated power cut changes the boot time).
+pub async fn push_loop(
+    config: Config,
+    creds: Credentials,
+    spool: SharedSpool,
+    mut uplink: Uplink,
+    mut facts: impl FnMut() -> crate::system::Facts,
+) {
     let mut backoff = Backoff::default();
     let mut interval = config.push_interval;
     let mut max_batch = DEFAULT_MAX_BATCH;
@@ -190,7 +198,7 @@ pub async fn push_loop(config: Config, creds: Credentials, spool: SharedSpool, m
         let (depth, dropped) = with_spool(&spool, |s| Ok((s.depth()?, s.dropped()?)))
             .await
             .unwrap_or((0, 0));
-        let status = wire::status(sys.facts(), depth, dropped, now_ms(), primary(&config));
+        let status = wire::status(facts(), depth, dropped, now_ms(), primary(&config));
         let sent = batch.len();
         match uplink
             .push(status, batch.iter().map(wire::measurement).collect())
@@ -295,9 +303,10 @@ pub async fn run(
         targets = config.targets.len(),
         "agent running"
     );
+    let mut sys = SystemInfo::new();
     tokio::select! {
         () = probe_loop(config.clone(), spool.clone()) => {}
-        () = push_loop(config, creds, spool, uplink) => {}
+        () = push_loop(config, creds, spool, uplink, move || sys.facts()) => {}
         () = shutdown => tracing::info!("agent stopping; the spool keeps what was not delivered"),
     }
     Ok(())

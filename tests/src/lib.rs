@@ -5,8 +5,10 @@
 //! - [`TestCollector`]: a collector running in this process on loopback.
 //! - [`Agent`]: a minimal gRPC client that enrolls and pushes (the test's hands).
 //! - [`measurement`]: builds a valid measurement.
+//! - [`fleet`]: the fleet simulator (the agent's own code, synthetic probes).
 //! - [`victoria`]: a real VictoriaMetrics server for the InfluxDB sink's tests.
 
+pub mod fleet;
 pub mod victoria;
 
 use std::path::Path;

@@ -226,6 +226,7 @@ impl pb::collector_server::Collector for Ingest {
         &self,
         req: Request<pb::PushRequest>,
     ) -> Result<Response<pb::PushResponse>, Status> {
+        let received = Instant::now();
         let (agent_id, tps_code) = self.authenticate(&req)?;
         let req = req.into_inner();
         let now = now_ms();
@@ -282,6 +283,9 @@ impl pb::collector_server::Collector for Ingest {
             )
             .await;
         self.metrics.pushes.inc();
+        self.metrics
+            .push_seconds
+            .observe(received.elapsed().as_secs_f64());
         self.metrics.measurements_stored.inc_by(outcome.stored);
         self.metrics
             .measurements_duplicate

@@ -21,6 +21,8 @@ pub struct Metrics {
     rejects: Family<Labels, Counter>,
     enrollments: Family<Labels, Counter>,
     pub commit_seconds: Histogram,
+    /// Time from receiving a push to answering it (validation, queue, commit).
+    pub push_seconds: Histogram,
     pub commit_jobs: Histogram,
     pub commit_failures: Counter,
     /// Writes turned away because the writer's queue stayed full.
@@ -48,6 +50,12 @@ impl Metrics {
         let enrollments = Family::<Labels, Counter>::default();
         let commit_seconds = Histogram::new(exponential_buckets(0.000_25, 2.0, 14));
         let commit_jobs = Histogram::new(exponential_buckets(1.0, 2.0, 11));
+        let push_seconds = Histogram::new(exponential_buckets(0.000_25, 2.0, 16));
+        registry.register(
+            "push_seconds",
+            "Time from receiving a push to acknowledging it",
+            push_seconds.clone(),
+        );
         let commit_failures = Counter::default();
         let write_queue_full = Counter::default();
         let enrolled_agents = Gauge::default();
@@ -119,6 +127,7 @@ impl Metrics {
             rejects,
             enrollments,
             commit_seconds,
+            push_seconds,
             commit_jobs,
             commit_failures,
             write_queue_full,

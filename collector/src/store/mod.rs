@@ -563,6 +563,19 @@ pub struct StatusChange {
     pub cause: Option<String>,
 }
 
+/// Maps `id, tps_code, at_ms, state, previous, reason, cause`.
+fn status_change_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StatusChange> {
+    Ok(StatusChange {
+        id: r.get(0)?,
+        tps_code: r.get(1)?,
+        at_ms: r.get(2)?,
+        state: r.get(3)?,
+        previous: r.get(4)?,
+        reason: r.get(5)?,
+        cause: r.get(6)?,
+    })
+}
+
 /// Records a status change; returns its id.
 pub fn insert_status_change(conn: &Connection, c: &StatusChange) -> Result<i64, StoreError> {
     conn.prepare_cached(
@@ -585,17 +598,7 @@ pub fn status_changes_after(
         "SELECT id, tps_code, at_ms, state, previous, reason, cause FROM status_changes
          WHERE id > ?1 ORDER BY id LIMIT ?2",
     )?;
-    let rows = st.query_map(params![after, limit as i64], |r| {
-        Ok(StatusChange {
-            id: r.get(0)?,
-            tps_code: r.get(1)?,
-            at_ms: r.get(2)?,
-            state: r.get(3)?,
-            previous: r.get(4)?,
-            reason: r.get(5)?,
-            cause: r.get(6)?,
-        })
-    })?;
+    let rows = st.query_map(params![after, limit as i64], status_change_from_row)?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
@@ -655,17 +658,7 @@ pub fn last_status_changes(conn: &Connection) -> Result<Vec<StatusChange>, Store
         "SELECT id, tps_code, at_ms, state, previous, reason, cause FROM status_changes
          WHERE id IN (SELECT max(id) FROM status_changes GROUP BY tps_code)",
     )?;
-    let rows = st.query_map([], |r| {
-        Ok(StatusChange {
-            id: r.get(0)?,
-            tps_code: r.get(1)?,
-            at_ms: r.get(2)?,
-            state: r.get(3)?,
-            previous: r.get(4)?,
-            reason: r.get(5)?,
-            cause: r.get(6)?,
-        })
-    })?;
+    let rows = st.query_map([], status_change_from_row)?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
@@ -679,17 +672,7 @@ pub fn status_changes_of(
         "SELECT id, tps_code, at_ms, state, previous, reason, cause FROM status_changes
          WHERE tps_code = ?1 ORDER BY at_ms DESC, id DESC LIMIT ?2",
     )?;
-    let rows = st.query_map(params![tps, limit as i64], |r| {
-        Ok(StatusChange {
-            id: r.get(0)?,
-            tps_code: r.get(1)?,
-            at_ms: r.get(2)?,
-            state: r.get(3)?,
-            previous: r.get(4)?,
-            reason: r.get(5)?,
-            cause: r.get(6)?,
-        })
-    })?;
+    let rows = st.query_map(params![tps, limit as i64], status_change_from_row)?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 

@@ -385,9 +385,11 @@ async fn overrides_silence_and_restart() -> anyhow::Result<()> {
         cfg.coverage.rules.fresh_ms = 1000;
     })
     .await?;
+    // The timer changes the state, then stores the transition: wait for both.
     let d = eventually(WAIT, "the silent station to go offline", || async {
         let (_, d) = c.get_json(&format!("/api/v1/stations/{tps}")).await.ok()?;
-        (d["coverage"]["state"] == "offline").then_some(d)
+        (d["coverage"]["state"] == "offline" && d["transitions"][0]["state"] == "offline")
+            .then_some(d)
     })
     .await?;
     assert_eq!(d["transitions"][0]["state"], "offline");

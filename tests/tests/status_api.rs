@@ -155,7 +155,9 @@ async fn coverage_summary_regions_and_the_follow_up_queue() -> anyhow::Result<()
     // Flags open after the grace period: everything uncovered, the lossy one included.
     let flags = eventually(WAIT, "flags for every uncovered station", || async {
         let (_, f) = c.get_json("/api/v1/flags?limit=10000").await.ok()?;
-        (f["flags"].as_array()?.len() == 3326).then_some(f)
+        let all = f["flags"].as_array()?;
+        // The lossy station's flag carries its current reason (a tick may still be updating it).
+        (all.len() == 3326 && all.last()?["reason"] == "high_loss").then_some(f)
     })
     .await?;
     let list = flags["flags"].as_array().unwrap();
@@ -234,16 +236,22 @@ async fn coverage_summary_regions_and_the_follow_up_queue() -> anyhow::Result<()
             )
         })
         .collect();
-    assert_eq!(
-        trail,
-        vec![
-            ("system".into(), "opened".into()),
-            ("siti".into(), "acknowledged".into()),
-            ("siti".into(), "assigned".into()),
-            ("siti".into(), "note".into()),
-            ("siti".into(), "resolved".into())
-        ]
-    );
+    // Opened by the system; if the flag opened before the first push (a slow machine), the
+    // system also recorded the reason changing to high_loss. Then the operator's four actions.
+    assert_eq!(trail[0], ("system".to_string(), "opened".to_string()));
+    let system_after: Vec<&str> = trail[1..]
+        .iter()
+        .filter(|(who, _)| who == "system")
+        .map(|(_, a)| a.as_str())
+        .collect();
+    assert!(system_after.iter().all(|a| *a == "updated"), "{trail:?}");
+    let by_siti: Vec<&str> = trail
+        .iter()
+        .filter(|(who, _)| who == "siti")
+        .map(|(_, a)| a.as_str())
+        .collect();
+    assert_eq!(by_siti, ["acknowledged", "assigned", "note", "resolved"]);
+    assert_eq!(list.last().unwrap()["reason"], "high_loss");
     // A resolved flag leaves the active queue and is not reopened for the same episode.
     let (_, active) = c.get_json("/api/v1/flags?limit=10000").await?;
     assert_eq!(active["flags"].as_array().unwrap().len(), 3325);
@@ -255,7 +263,7 @@ async fn coverage_summary_regions_and_the_follow_up_queue() -> anyhow::Result<()
     assert_eq!(d["coverage"]["state"], "degraded");
     assert_eq!(d["transitions"][0]["state"], "degraded");
     assert_eq!(d["flag"]["status"], "resolved");
-    assert_eq!(d["flag"]["events"].as_array().unwrap().len(), 5);
+    assert_eq!(d["flag"]["events"].as_array().unwrap().len(), trail.len());
 
     // The good station's flag closes by itself once it has stayed covered.
     let good_code = codes[0].0.clone();

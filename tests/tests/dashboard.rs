@@ -49,6 +49,8 @@ async fn the_dashboard_shows_the_apis_numbers_and_works_the_queue() -> anyhow::R
     let c = TestCollector::start_with(dir.path(), |cfg| {
         cfg.coverage.tick = Duration::from_millis(100);
         cfg.coverage.flags.grace_ms = 200;
+        // Stations flagged before their first push (a slow machine) close again quickly.
+        cfg.coverage.flags.recovery_ms = 300;
     })
     .await?;
     // Some stations report (covered, degraded), the rest have no agent yet.

@@ -6,9 +6,11 @@
 //! - [`Agent`]: a minimal gRPC client that enrolls and pushes (the test's hands).
 //! - [`measurement`]: builds a valid measurement.
 //! - [`fleet`]: the fleet simulator (the agent's own code, synthetic probes).
+//! - [`process`]: a collector as its own process; RSS and CPU from `/proc`.
 //! - [`victoria`]: a real VictoriaMetrics server for the InfluxDB sink's tests.
 
 pub mod fleet;
+pub mod process;
 pub mod victoria;
 
 use std::path::Path;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tps_tests::process::{cpu_seconds, status_mb};
 use tps_tests::{Agent, TestCollector, kepri_registry};
 
 #[derive(Parser)]
@@ -71,24 +72,6 @@ async fn counting_proxy(
     Ok((addr, up, down))
 }
 
-fn proc_field(pid: u32, key: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with(key))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = s.rsplit_once(')')?.1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -97,14 +80,6 @@ async fn main() -> anyhow::Result<()> {
     tps_collector::commands::import_stations(&data, &kepri_registry())?;
     let collector = TestCollector::start(&data).await?;
     let codes = collector.codes("21.71.01.1002")?;
-    let ticks_per_sec: f64 = String::from_utf8(
-        std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()?
-            .stdout,
-    )?
-    .trim()
-    .parse()?;
 
     let mut runs = Vec::new();
     for (i, (tps, code)) in codes.iter().take(args.agents).enumerate() {
@@ -157,19 +132,19 @@ async fn main() -> anyhow::Result<()> {
         let pid = child
             .id()
             .ok_or_else(|| anyhow::anyhow!("agent {i} exited early"))?;
-        let rss_kb = proc_field(pid, "VmRSS:").unwrap_or(0);
-        let hwm_kb = proc_field(pid, "VmHWM:").unwrap_or(0);
-        let cpu_pct = cpu_ticks(pid).unwrap_or(0) as f64 / ticks_per_sec / secs * 100.0;
+        let rss_mb = status_mb(pid, "VmRSS:");
+        let hwm_mb = status_mb(pid, "VmHWM:");
+        let cpu_pct = cpu_seconds(pid) / secs * 100.0;
         let (u, d) = (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed));
         let per_day = (u + d) as f64 * 86_400.0 / secs;
         println!(
             "agent {i}: RSS {:.1} MB (peak {:.1} MB), CPU {:.3}% of one core, wire {u} B up + {d} B down in {secs:.0} s = {:.2} MB/day",
-            rss_kb as f64 / 1024.0,
-            hwm_kb as f64 / 1024.0,
+            rss_mb,
+            hwm_mb,
             cpu_pct,
             per_day / 1e6
         );
-        rss.push(rss_kb as f64 / 1024.0);
+        rss.push(rss_mb);
         cpu.push(cpu_pct);
         wire.push(per_day / 1e6);
         child.kill().await?;

@@ -5,13 +5,12 @@
 //!
 //! `cargo build --release -p tps-collector && cargo run --release -p tps-tests --bin bench-province -- --collector-bin target/release/tps-collector --minutes 10`
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use tps_tests::fleet::{Fleet, FleetConfig, Mix};
+use tps_tests::process::{CollectorProcess, cpu_seconds, status_mb};
 use tps_tests::{kepri_registry, read_codes};
 
 #[derive(Parser)]
@@ -20,34 +19,6 @@ struct Args {
     collector_bin: PathBuf,
     #[arg(long, default_value_t = 10.0)]
     minutes: f64,
-}
-
-fn proc_stat(pid: u32) -> (f64, f64) {
-    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse::<f64>()
-                .ok()
-        })
-        .unwrap_or(0.0)
-        / 1024.0;
-    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let f: Vec<String> = s
-                .rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .map(String::from)
-                .collect();
-            Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
-        })
-        .unwrap_or(0.0);
-    (rss, ticks)
 }
 
 /// A quantile from a Prometheus histogram's cumulative buckets (linear within a bucket).
@@ -97,40 +68,13 @@ async fn main() -> anyhow::Result<()> {
     tps_collector::commands::import_stations(&data, &kepri_registry())?;
     let codes_file = dir.path().join("codes.csv");
     tps_collector::commands::enroll_codes(&data, None, &codes_file)?;
-    let cfg = dir.path().join("c.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[grpc]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[tls]\nplaintext = true\n[store]\ndata_dir = {:?}\n",
-            data.display().to_string()
-        ),
-    )?;
-    let mut child = Command::new(&args.collector_bin)
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .env("RUST_LOG", "warn,tps_collector::server=info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()?;
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().expect("piped");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let (Some(g), Some(h)) = (
-                line.split("grpc_addr=").nth(1),
-                line.split("http_addr=").nth(1),
-            ) {
-                let first = |s: &str| s.split_whitespace().next().unwrap_or("").to_string();
-                let _ = tx.send((first(g), first(h)));
-            }
-        }
-    });
-    let (grpc, http) = rx.recv_timeout(Duration::from_secs(60))?;
-    let ticks_per_sec: f64 =
-        String::from_utf8(Command::new("getconf").arg("CLK_TCK").output()?.stdout)?
-            .trim()
-            .parse()?;
+    let collector =
+        CollectorProcess::start(&args.collector_bin, &data, "warn", Duration::from_secs(60))?;
+    let (pid, grpc, http) = (
+        collector.pid,
+        collector.grpc.clone(),
+        collector.http.clone(),
+    );
 
     let fleet = Fleet::start(
         FleetConfig {
@@ -147,11 +91,11 @@ async fn main() -> anyhow::Result<()> {
     );
     // Let every agent enroll and settle (first pushes are spread over one interval).
     tokio::time::sleep(Duration::from_secs(90)).await;
-    let (_, t0) = proc_stat(pid);
+    let cpu0 = cpu_seconds(pid);
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(args.minutes * 60.0)).await;
     let secs = started.elapsed().as_secs_f64();
-    let (rss, t1) = proc_stat(pid);
+    let (rss, cpu1) = (status_mb(pid, "VmRSS:"), cpu_seconds(pid));
     let metrics = reqwest::get(format!("http://{http}/metrics"))
         .await?
         .text()
@@ -165,13 +109,12 @@ async fn main() -> anyhow::Result<()> {
         "{} agents, {:.0} s measured: collector CPU {:.1} % of one core, RSS {:.0} MB, push latency p50 {:.2} ms, p99 {:.2} ms ({pushes})",
         fleet.profiles.len(),
         secs,
-        (t1 - t0) / ticks_per_sec / secs * 100.0,
+        (cpu1 - cpu0) / secs * 100.0,
         rss,
         quantile(&metrics, "tps_push_seconds", 0.5) * 1000.0,
         quantile(&metrics, "tps_push_seconds", 0.99) * 1000.0,
     );
     fleet.stop().await;
-    child.kill()?;
-    child.wait()?;
+    drop(collector);
     Ok(())
 }

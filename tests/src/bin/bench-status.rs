@@ -5,14 +5,14 @@
 //!
 //! `cargo build --release -p tps-collector && cargo run --release -p tps-tests --bin bench-status -- --collector-bin target/release/tps-collector --registry /tmp/national.csv`
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use tps_proto::v1 as pb;
 use tps_proto::v1::collector_client::CollectorClient;
+use tps_tests::process::{CollectorProcess, status_mb};
 use tps_tests::{eventually, measurement, now_ms, push_request, read_codes};
 
 #[derive(Parser)]
@@ -28,21 +28,6 @@ struct Args {
     requests: usize,
     #[arg(long, default_value_t = 3)]
     runs: usize,
-}
-
-fn rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse::<f64>()
-                .ok()
-        })
-        .unwrap_or(0.0)
-        / 1024.0
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -90,41 +75,18 @@ async fn main() -> anyhow::Result<()> {
     ])?;
     let codes = read_codes(&codes_file)?;
 
-    let cfg = dir.path().join("c.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[grpc]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[tls]\nplaintext = true\n[store]\ndata_dir = {:?}\n",
-            data.display().to_string()
-        ),
-    )?;
     let started = Instant::now();
-    let mut child = Command::new(&args.collector_bin)
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()?;
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().expect("piped");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let (Some(g), Some(h)) = (
-                line.split("grpc_addr=").nth(1),
-                line.split("http_addr=").nth(1),
-            ) {
-                let first = |s: &str| s.split_whitespace().next().unwrap_or("").to_string();
-                let _ = tx.send((first(g), first(h)));
-            }
-        }
-    });
-    let (grpc, http) = rx.recv_timeout(Duration::from_secs(300))?;
+    let collector =
+        CollectorProcess::start(&args.collector_bin, &data, "info", Duration::from_secs(300))?;
+    let (pid, grpc, http) = (
+        collector.pid,
+        collector.grpc.clone(),
+        collector.http.clone(),
+    );
     println!(
         "collector serving after {:.1} s; RSS {:.0} MB with every station loaded",
         started.elapsed().as_secs_f64(),
-        rss_mb(pid)
+        status_mb(pid, "VmRSS:")
     );
 
     // Some agents report, so states vary.
@@ -146,7 +108,11 @@ async fn main() -> anyhow::Result<()> {
             ))
             .await?;
     }
-    println!("{} agents reported; RSS {:.0} MB", args.agents, rss_mb(pid));
+    println!(
+        "{} agents reported; RSS {:.0} MB",
+        args.agents,
+        status_mb(pid, "VmRSS:")
+    );
 
     let http_client = reqwest::Client::new();
     let get = |path: &str| {
@@ -177,8 +143,10 @@ async fn main() -> anyhow::Result<()> {
         }
         println!("{path}: median p99 {:.2} ms", pct(&mut p99s, 0.5));
     }
-    println!("collector RSS at the end: {:.0} MB", rss_mb(pid));
-    child.kill()?;
-    child.wait()?;
+    println!(
+        "collector RSS at the end: {:.0} MB",
+        status_mb(pid, "VmRSS:")
+    );
+    drop(collector);
     Ok(())
 }

@@ -91,18 +91,22 @@ impl TestCollector {
 
     /// Polls `/healthz` until it answers, with a deadline.
     pub async fn wait_healthy(&self) -> anyhow::Result<()> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = reqwest::get(self.url("/healthz")).await
-                && r.status().is_success()
-            {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() > deadline {
-                anyhow::bail!("collector did not become healthy within 20 s");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let url = self.url("/healthz");
+        eventually(
+            Duration::from_secs(20),
+            "the collector to become healthy",
+            || {
+                let url = url.clone();
+                async move {
+                    reqwest::get(url)
+                        .await
+                        .ok()
+                        .filter(|r| r.status().is_success())
+                        .map(|_| ())
+                }
+            },
+        )
+        .await
     }
 
     pub fn url(&self, path: &str) -> String {

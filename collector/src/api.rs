@@ -539,16 +539,8 @@ async fn list_flags(
     let list = read(&s, move |c| {
         let total = flags::count(c, &statuses, region.as_deref())?;
         let fl = flags::list(c, &statuses, region.as_deref(), limit)?;
-        let mut notes = Vec::with_capacity(fl.len());
-        for f in &fl {
-            notes.push(
-                flags::events(c, f.id)?
-                    .into_iter()
-                    .rev()
-                    .find(|e| e.action == "note")
-                    .and_then(|e| e.detail),
-            );
-        }
+        let latest = flags::latest_notes(c, &fl.iter().map(|f| f.id).collect::<Vec<_>>())?;
+        let notes: Vec<Option<String>> = fl.iter().map(|f| latest.get(&f.id).cloned()).collect();
         Ok((fl, notes, total))
     })
     .await?;

@@ -396,6 +396,30 @@ pub fn count(
     )
 }
 
+/// The newest note of each of these flags, in one query.
+pub fn latest_notes(conn: &Connection, ids: &[i64]) -> Result<HashMap<i64, String>, StoreError> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    let sql = format!(
+        "SELECT flag_id, detail FROM flag_events WHERE id IN (
+             SELECT max(id) FROM flag_events WHERE action = 'note' AND flag_id IN ({list}) GROUP BY flag_id)"
+    );
+    let mut st = conn.prepare(&sql)?;
+    let rows = st.query_map([], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?))
+    })?;
+    let mut out = HashMap::new();
+    for row in rows {
+        let (id, detail) = row?;
+        if let Some(d) = detail {
+            out.insert(id, d);
+        }
+    }
+    Ok(out)
+}
+
 pub fn events(conn: &Connection, id: i64) -> Result<Vec<FlagEvent>, StoreError> {
     let mut st = conn.prepare_cached(
         "SELECT at_ms, actor, action, detail FROM flag_events WHERE flag_id = ?1 ORDER BY id",

@@ -209,6 +209,24 @@ async fn coverage_summary_regions_and_the_follow_up_queue() -> anyhow::Result<()
         Some(json!({"text": "Telkomsel tower down"})),
     )
     .await?;
+    // The queue shows each flag's newest note.
+    let (_, listed) = c.get_json("/api/v1/flags?limit=10000").await?;
+    let row = listed["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == id)
+        .cloned()
+        .unwrap();
+    assert_eq!(row["latest_note"], "Telkomsel tower down");
+    assert!(
+        listed["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["id"] != id)
+            .all(|f| f["latest_note"].is_null())
+    );
     let (s, r) = call(
         &c,
         "POST",

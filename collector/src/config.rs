@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::influx::InfluxConfig;
+use crate::report::schedule::ReportConfig;
 use crate::store::Synchronous;
 
 /// A validated configuration.
@@ -24,6 +25,7 @@ pub struct Config {
     /// The InfluxDB 2 sink; off when the file has no `[influx]` section.
     pub influx: Option<InfluxConfig>,
     pub coverage: CoverageConfig,
+    pub report: ReportConfig,
 }
 
 /// Coverage rules, follow-up timing and how often silence is checked.
@@ -124,6 +126,7 @@ impl Config {
             enroll: EnrollConfig::default(),
             influx: None,
             coverage: CoverageConfig::for_push_interval(60),
+            report: ReportConfig::default(),
         }
     }
 }
@@ -162,6 +165,20 @@ struct Raw {
     influx: Option<RawInflux>,
     #[serde(default)]
     coverage: RawCoverage,
+    #[serde(default)]
+    report: RawReport,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReport {
+    time_zone: Option<String>,
+    weekday: Option<String>,
+    at: Option<String>,
+    availability_threshold_pct: Option<f64>,
+    lang: Option<String>,
+    schedule: Option<bool>,
+    rollup_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -507,6 +524,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         10_080,
     )?;
     coverage.tick = Duration::from_secs(range("coverage.tick_secs", rc.tick_secs, 5, 1, 3600)?);
+    let report = report_config(raw.report, &invalid)?;
     if raw.store.data_dir.as_os_str().is_empty() {
         return Err(invalid("store.data_dir", "is empty".into()));
     }
@@ -518,6 +536,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         synchronous: raw.store.synchronous.unwrap_or(Synchronous::Full),
         ingest,
         enroll,
+        report,
         influx,
         coverage,
     })
@@ -590,4 +609,83 @@ mod tests {
             .contains("unknown variant `off`")
         );
     }
+}
+
+fn report_config(
+    r: RawReport,
+    invalid: &dyn Fn(&'static str, String) -> ConfigError,
+) -> Result<ReportConfig, ConfigError> {
+    let d = ReportConfig::default();
+    let tz = match r.time_zone {
+        None => d.tz,
+        Some(name) => jiff::tz::TimeZone::get(&name).map_err(|_| {
+            invalid(
+                "report.time_zone",
+                format!("{name:?} is not an IANA time zone like Asia/Jakarta, Asia/Makassar or Asia/Jayapura"),
+            )
+        })?,
+    };
+    let weekday = match r.weekday.as_deref().map(str::to_ascii_lowercase) {
+        None => d.weekday,
+        Some(w) => {
+            use jiff::civil::Weekday::*;
+            let days = [
+                ("monday", Monday),
+                ("tuesday", Tuesday),
+                ("wednesday", Wednesday),
+                ("thursday", Thursday),
+                ("friday", Friday),
+                ("saturday", Saturday),
+                ("sunday", Sunday),
+            ];
+            days.iter()
+                .find(|(n, _)| *n == w)
+                .map(|(_, d)| *d)
+                .ok_or_else(|| {
+                    invalid(
+                        "report.weekday",
+                        format!("{w:?} is not a weekday like monday"),
+                    )
+                })?
+        }
+    };
+    let at = match r.at {
+        None => d.at,
+        Some(t) => jiff::civil::Time::strptime("%H:%M", &t).map_err(|_| {
+            invalid(
+                "report.at",
+                format!("{t:?} is not a time like 00:00 or 06:30"),
+            )
+        })?,
+    };
+    let threshold = match r.availability_threshold_pct {
+        None => d.threshold,
+        Some(v) if v > 0.0 && v <= 100.0 => v / 100.0,
+        Some(v) => {
+            return Err(invalid(
+                "report.availability_threshold_pct",
+                format!("{v} is outside 0 (exclusive) to 100"),
+            ));
+        }
+    };
+    let lang = match r.lang {
+        None => d.lang,
+        Some(l) => l.parse().map_err(|e| invalid("report.lang", e))?,
+    };
+    let rollup_secs = r.rollup_secs.unwrap_or(d.rollup_every.as_secs());
+    if !(1..=3600).contains(&rollup_secs) {
+        return Err(invalid(
+            "report.rollup_secs",
+            format!("{rollup_secs} is outside 1..=3600"),
+        ));
+    }
+    Ok(ReportConfig {
+        tz,
+        weekday,
+        at,
+        threshold,
+        lang,
+        schedule: r.schedule.unwrap_or(d.schedule),
+        rollup_every: Duration::from_secs(rollup_secs),
+    })
 }

@@ -18,6 +18,8 @@
 //!   [`dashboard`]: the operators' page.
 //! - [`metrics`]: the metrics themselves.
 //! - [`influx`]: the optional InfluxDB 2 sink, reading from a durable cursor.
+//! - [`rollup`]: daily RTT/loss rollups of measurements, from a durable cursor;
+//!   [`report`]: the weekly coverage report for KPU (HTML, CSV, JSON) and its schedule.
 //! - [`commands`]: import-stations, enroll-codes, revoke-agent.
 //! - [`server`]: [`server::run`] wires it together on given listeners.
 //! - `testing` (feature `testing`): a real collector on loopback for other crates' tests.
@@ -38,6 +40,8 @@ pub mod metrics;
 pub mod monitor;
 pub mod operators;
 pub mod registry;
+pub mod report;
+pub mod rollup;
 pub mod server;
 pub mod store;
 #[cfg(feature = "testing")]

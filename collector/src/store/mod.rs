@@ -205,6 +205,21 @@ CREATE TABLE flag_events (
 );
 CREATE INDEX flag_events_flag ON flag_events(flag_id, id);
 "#,
+    r#"
+-- Per agent, day (midnight in the report time zone) and target: rounds and histograms
+-- of round RTT and loss, folded in by the rollup from a cursor over measurements.
+CREATE TABLE daily_rollups (
+    agent_id    INTEGER NOT NULL,
+    day_ms      INTEGER NOT NULL,
+    target_name TEXT NOT NULL,
+    rounds      INTEGER NOT NULL,
+    rtt_hist    BLOB NOT NULL,
+    loss_hist   BLOB NOT NULL,
+    PRIMARY KEY (agent_id, day_ms, target_name)
+) WITHOUT ROWID;
+-- The report reads flags as they stood at the end of a week.
+CREATE INDEX flags_station_opened ON flags(tps_code, opened_ms);
+"#,
 ];
 
 /// The database file inside a data directory.

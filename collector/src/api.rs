@@ -36,9 +36,10 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/flags/{id}/resolve", post(resolve))
         .route("/api/v1/agents/{id}/revoke", post(revoke_agent))
         .route("/api/v1/me", get(me))
+        .merge(crate::report::routes::routes())
 }
 
-fn bad(param: &str, problem: impl std::fmt::Display) -> ApiError {
+pub(crate) fn bad(param: &str, problem: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, format!("{param}: {problem}"))
 }
 
@@ -72,7 +73,7 @@ impl FromRequestParts<AppState> for Operator {
     }
 }
 
-fn require(op: &Operator, role: Role) -> Result<(), ApiError> {
+pub(crate) fn require(op: &Operator, role: Role) -> Result<(), ApiError> {
     if op.role >= role {
         Ok(())
     } else {
@@ -89,7 +90,7 @@ fn require(op: &Operator, role: Role) -> Result<(), ApiError> {
 }
 
 /// A region parameter: a dotted code prefix (`21`, `21.71`, `21.71.01`).
-fn region_param(q: &HashMap<String, String>) -> Result<Option<String>, ApiError> {
+pub(crate) fn region_param(q: &HashMap<String, String>) -> Result<Option<String>, ApiError> {
     match q.get("region").map(|s| s.trim()).filter(|s| !s.is_empty()) {
         None => Ok(None),
         Some(r) => {

@@ -1,5 +1,5 @@
 //! The operator's one-shot commands: import the station registry, issue enrollment
-//! codes, revoke an agent. Each opens the store itself and may run beside a serving
+//! codes, revoke an agent, make a weekly report. Each opens the store itself and may run beside a serving
 //! collector (SQLite serialises the writers).
 
 use std::io::Write;
@@ -21,6 +21,8 @@ pub enum CommandError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Report(#[from] crate::report::ReportError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -156,4 +158,75 @@ pub fn revoke_operator(data_dir: &Path, name: &str) -> Result<(), CommandError> 
 pub fn list_operators(data_dir: &Path) -> Result<Vec<(String, String, bool)>, CommandError> {
     let conn = store::open(data_dir, Synchronous::Full)?;
     Ok(crate::operators::list(&conn)?)
+}
+
+/// What `report weekly` was asked for (strings as typed; checked here).
+#[derive(Debug)]
+pub struct WeeklyRequest<'a> {
+    pub week: Option<&'a str>,
+    pub region: Option<&'a str>,
+    pub format: &'a str,
+    pub lang: Option<&'a str>,
+    pub out: &'a Path,
+}
+
+/// Makes one weekly report into a file (written whole or not at all); returns a line
+/// for the operator.
+pub fn weekly_report(
+    data_dir: &Path,
+    cfg: &crate::report::schedule::ReportConfig,
+    r: &WeeklyRequest<'_>,
+) -> Result<String, CommandError> {
+    use crate::report::{self, Format, Lang, Week, schedule};
+    let usage = |flag: &str, e: String| CommandError::Usage(format!("{flag}: {e}"));
+    let now = now_ms();
+    let week: Week = match r.week {
+        Some(w) => w.parse().map_err(|e: report::week::BadWeek| usage("--week", e.to_string()))?,
+        None => Week::containing(now, &cfg.tz).previous(),
+    };
+    let format: Format = r.format.parse().map_err(|e| usage("--format", e))?;
+    let lang: Lang = match r.lang {
+        Some(l) => l.parse().map_err(|e| usage("--lang", e))?,
+        None => cfg.lang,
+    };
+    let region = r
+        .region
+        .map(|code| {
+            let ok = code.split('.').count() <= 3
+                && code
+                    .split('.')
+                    .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_digit()));
+            if ok {
+                Ok(code.to_string())
+            } else {
+                Err(usage(
+                    "--region",
+                    format!("{code:?} is not a region code like 21, 21.71 or 21.71.01"),
+                ))
+            }
+        })
+        .transpose()?;
+    if !store::db_path(data_dir).is_file() {
+        return Err(CommandError::Usage(format!(
+            "no collector store in {}; give the data directory of a collector",
+            data_dir.display()
+        )));
+    }
+    let started = std::time::Instant::now();
+    let mut conn = store::open(data_dir, Synchronous::Full)?;
+    tracing::info!("bringing measurement rollups up to date");
+    let folded = crate::rollup::catch_up_all(&mut conn, &cfg.tz)?;
+    tracing::info!(measurements = folded, %week, "rollups current; computing the report");
+    let report = report::make(&conn, &cfg.options(week, region, now))?;
+    let bytes = report::render(&report, format, lang)?;
+    schedule::write_atomically(r.out, &bytes)?;
+    Ok(format!(
+        "{} written: week {week}{}, {} stations, {} need follow-up ({} never had an agent), {:.1} s",
+        r.out.display(),
+        if report.complete { "" } else { " (still running: up to now)" },
+        report.headline.stations,
+        report.follow_up.len() + report.never_had_agent.len(),
+        report.never_had_agent.len(),
+        started.elapsed().as_secs_f64()
+    ))
 }

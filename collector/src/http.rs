@@ -29,6 +29,9 @@ pub struct AppState {
     pub influx: Option<Arc<crate::influx::SinkStatus>>,
     /// Coverage and the follow-up queue.
     pub monitor: crate::monitor::Shared,
+    /// Where reports are written.
+    pub data_dir: Arc<std::path::Path>,
+    pub report: Arc<crate::report::schedule::ReportConfig>,
 }
 
 pub fn router(state: AppState) -> Router {

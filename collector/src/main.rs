@@ -77,10 +77,39 @@ enum Command {
         #[command(subcommand)]
         action: OperatorCmd,
     },
+    /// Make reports.
+    Report {
+        #[command(subcommand)]
+        kind: ReportCmd,
+    },
     /// Validate a config file and exit.
     CheckConfig {
         #[arg(long)]
         config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportCmd {
+    /// The weekly coverage report for one ISO week.
+    Weekly {
+        /// ISO week like 2026-W48 (weeks in the configured time zone); the last whole
+        /// week if absent. A week still running is reported up to now.
+        #[arg(long)]
+        week: Option<String>,
+        /// Region code (21, 21.71, 21.71.01); everything if absent.
+        #[arg(long)]
+        region: Option<String>,
+        /// html, csv or json; from the --out file's extension if absent.
+        #[arg(long)]
+        format: Option<String>,
+        /// id (Bahasa Indonesia) or en; the config's report.lang if absent.
+        #[arg(long)]
+        lang: Option<String>,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 
@@ -188,6 +217,38 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        Command::Report {
+            kind:
+                ReportCmd::Weekly {
+                    week,
+                    region,
+                    format,
+                    lang,
+                    out,
+                    store,
+                },
+        } => {
+            let (data_dir, report) = match (&store.config, &store.data_dir) {
+                (Some(c), _) => {
+                    let c = config::load(c)?;
+                    (c.data_dir, c.report)
+                }
+                _ => (store.data_dir()?, Default::default()),
+            };
+            let format = format
+                .or_else(|| out.extension().and_then(|e| e.to_str()).map(str::to_string))
+                .unwrap_or_else(|| "html".into());
+            let r = commands::WeeklyRequest {
+                week: week.as_deref(),
+                region: region.as_deref(),
+                format: &format,
+                lang: lang.as_deref(),
+                out: &out,
+            };
+            let summary = commands::weekly_report(&data_dir, &report, &r)?;
+            println!("{summary}");
+            Ok(())
+        }
         Command::CheckConfig { config } => {
             let c = config::load(&config).with_context(|| "config rejected")?;
             println!(

@@ -119,6 +119,18 @@ pub async fn run(
         writer.clone(),
         cov.tick,
     ));
+    let rollup = tokio::spawn(crate::rollup::run(
+        writer.clone(),
+        config.report.tz.clone(),
+        config.report.rollup_every,
+    ));
+    let reports = config.report.schedule.then(|| {
+        tokio::spawn(crate::report::schedule::run(
+            writer.clone(),
+            config.data_dir.clone(),
+            config.report.clone(),
+        ))
+    });
     let influx = config.influx.clone().map(|ic| {
         let status = Arc::new(crate::influx::SinkStatus::default());
         tracing::info!(url = %ic.url, bucket = %ic.bucket, "InfluxDB sink on");
@@ -181,6 +193,8 @@ pub async fn run(
         reader,
         influx: influx.as_ref().map(|(status, _)| status.clone()),
         monitor: monitor.clone(),
+        data_dir: config.data_dir.clone().into(),
+        report: Arc::new(config.report.clone()),
     })
     .into_make_service_with_connect_info::<SocketAddr>();
     let http_stop = stopped(stop_rx.clone());
@@ -222,6 +236,14 @@ pub async fn run(
     let (grpc_result, http_result) = tokio::join!(grpc, http);
     revocations.abort();
     timer.abort();
+    // Both hold a writer handle: wait until they are gone. A report being written in
+    // the background finishes on its blocking thread (its files appear whole or not).
+    rollup.abort();
+    let _ = rollup.await;
+    if let Some(task) = reports {
+        task.abort();
+        let _ = task.await;
+    }
     if let Some((_, task)) = influx {
         // Its position is durable: what it had not written yet goes out at next start.
         task.abort();

@@ -525,7 +525,10 @@ pub fn make(conn: &Connection, o: &Options) -> Result<Report, ReportError> {
     let mut follow: Vec<usize> = Vec::new();
     let mut mine: Vec<Change0> = Vec::new();
 
-    for s in &stations {
+    for (done, s) in stations.iter().enumerate() {
+        if done > 0 && done % 100_000 == 0 {
+            tracing::info!(done, total = stations.len(), "report: stations computed");
+        }
         // Merge-join the change stream (ordered by code) with the stations.
         mine.clear();
         loop {
@@ -706,7 +709,7 @@ pub fn make(conn: &Connection, o: &Options) -> Result<Report, ReportError> {
                 code: code.clone(),
                 name: names.get(code).cloned().unwrap_or_default(),
                 uncovered_share: (0..7)
-                    .map(|k| availability(cov[k], obs[k]).map(|a| 1.0 - a))
+                    .map(|k| availability(obs[k] - cov[k], obs[k]))
                     .collect(),
             })
             .collect(),

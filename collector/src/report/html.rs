@@ -657,7 +657,7 @@ fn trend_svg(t: &Trend, availability: Option<f64>, lang: Lang, w: &Words) -> Str
     let x = |k: usize| left + plot_w * k as f64 / 6.0;
     let y = |v: f64| top + plot_h * (1.0 - v / y_max);
     let mut s = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" role="img" aria-label="{}">"#,
+        r#"<svg viewBox="0 0 {width} {height}" width="100%" role="img" aria-label="{}">"#,
         esc(w.trend)
     );
     for i in 0..=5 {
@@ -725,7 +725,7 @@ fn distribution_svg(bins: &[Bin], threshold_pct: f64, lang: Lang) -> String {
     let max = bins.iter().map(|b| b.stations).max().unwrap_or(0).max(1) as f64;
     let slot = (width - 2.0 * left) / bins.len() as f64;
     let mut s = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" role="img">"#
+        r#"<svg viewBox="0 0 {width} {height}" width="100%" role="img">"#
     );
     for (i, b) in bins.iter().enumerate() {
         let bh = (height - top - bottom) * b.stations as f64 / max;

@@ -7,6 +7,8 @@
 //! - [`hist`]: RTT and loss histograms (what [`crate::rollup`] stores per day).
 //! - [`compute`]: reads the store and computes a [`Report`] for one week.
 //! - [`html`], [`table`]: the HTML document and the CSV file; JSON is the [`Report`].
+//! - [`routes`]: `GET /api/v1/reports` (what was written) and
+//!   `/api/v1/reports/weekly` (made on request).
 //! - [`schedule`]: writes last week's report into the data directory every week and
 //!   lists what was written.
 //!
@@ -17,6 +19,7 @@
 pub mod compute;
 pub mod hist;
 pub mod html;
+pub mod routes;
 pub mod schedule;
 pub mod table;
 pub mod week;

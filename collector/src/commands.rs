@@ -181,7 +181,9 @@ pub fn weekly_report(
     let usage = |flag: &str, e: String| CommandError::Usage(format!("{flag}: {e}"));
     let now = now_ms();
     let week: Week = match r.week {
-        Some(w) => w.parse().map_err(|e: report::week::BadWeek| usage("--week", e.to_string()))?,
+        Some(w) => w
+            .parse()
+            .map_err(|e: report::week::BadWeek| usage("--week", e.to_string()))?,
         None => Week::containing(now, &cfg.tz).previous(),
     };
     let format: Format = r.format.parse().map_err(|e| usage("--format", e))?;
@@ -223,7 +225,11 @@ pub fn weekly_report(
     Ok(format!(
         "{} written: week {week}{}, {} stations, {} need follow-up ({} never had an agent), {:.1} s",
         r.out.display(),
-        if report.complete { "" } else { " (still running: up to now)" },
+        if report.complete {
+            ""
+        } else {
+            " (still running: up to now)"
+        },
         report.headline.stations,
         report.follow_up.len() + report.never_had_agent.len(),
         report.never_had_agent.len(),

@@ -542,75 +542,6 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn err(text: &str) -> String {
-        parse(text, Path::new("/etc/tps/c.toml"))
-            .unwrap_err()
-            .to_string()
-    }
-
-    #[test]
-    fn minimal_plaintext_config() {
-        let c = parse(
-            "[tls]\nplaintext = true\n[store]\ndata_dir = \"data\"\n",
-            Path::new("/etc/tps/c.toml"),
-        )
-        .unwrap();
-        assert!(c.tls.is_none());
-        assert_eq!(c.data_dir, PathBuf::from("/etc/tps/data"));
-        assert_eq!(c.grpc_listen.port(), 50051);
-        assert_eq!(c.http_listen.port(), 8080);
-        assert_eq!(c.synchronous, Synchronous::Full);
-        assert_eq!(c.ingest.max_batch, 500);
-    }
-
-    #[test]
-    fn tls_must_be_chosen() {
-        assert!(
-            err("[store]\ndata_dir = \"d\"\n")
-                .contains("tls: set tls.cert and tls.key, or say `plaintext = true`")
-        );
-        assert!(
-            err("[tls]\ncert = \"c.pem\"\n[store]\ndata_dir = \"d\"\n")
-                .contains("tls.key: is missing")
-        );
-        assert!(err("[tls]\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\n[store]\ndata_dir = \"d\"\n")
-            .contains("tls.cert: cannot read /nonexistent/c.pem"));
-    }
-
-    #[test]
-    fn bad_values_name_the_field() {
-        let base = "[tls]\nplaintext = true\n[store]\ndata_dir = \"d\"\n";
-        assert!(
-            err(&format!("{base}[ingest]\nmax_batch = 0\n"))
-                .contains("ingest.max_batch: 0 is outside 1..=10000")
-        );
-        assert!(
-            err(&format!("[grpc]\nlisten = \"nope\"\n{base}"))
-                .contains("grpc.listen: \"nope\" is not an address")
-        );
-        assert!(
-            err(&format!("{base}[ingest]\nmax_bacth = 3\n")).contains("unknown field `max_bacth`")
-        );
-        assert!(
-            err(&format!("{base}[store]\n")).contains("duplicate"),
-            "{}",
-            err(&format!("{base}[store]\n"))
-        );
-        assert!(err("[tls]\nplaintext = true\n").contains("missing field `store`"));
-        assert!(
-            err(&base.replace(
-                "data_dir = \"d\"",
-                "data_dir = \"d\"\nsynchronous = \"off\""
-            ))
-            .contains("unknown variant `off`")
-        );
-    }
-}
-
 fn report_config(
     r: RawReport,
     invalid: &dyn Fn(&'static str, String) -> ConfigError,
@@ -688,4 +619,109 @@ fn report_config(
         schedule: r.schedule.unwrap_or(d.schedule),
         rollup_every: Duration::from_secs(rollup_secs),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        parse(text, Path::new("/etc/tps/c.toml"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn minimal_plaintext_config() {
+        let c = parse(
+            "[tls]\nplaintext = true\n[store]\ndata_dir = \"data\"\n",
+            Path::new("/etc/tps/c.toml"),
+        )
+        .unwrap();
+        assert!(c.tls.is_none());
+        assert_eq!(c.data_dir, PathBuf::from("/etc/tps/data"));
+        assert_eq!(c.grpc_listen.port(), 50051);
+        assert_eq!(c.http_listen.port(), 8080);
+        assert_eq!(c.synchronous, Synchronous::Full);
+        assert_eq!(c.ingest.max_batch, 500);
+    }
+
+    #[test]
+    fn tls_must_be_chosen() {
+        assert!(
+            err("[store]\ndata_dir = \"d\"\n")
+                .contains("tls: set tls.cert and tls.key, or say `plaintext = true`")
+        );
+        assert!(
+            err("[tls]\ncert = \"c.pem\"\n[store]\ndata_dir = \"d\"\n")
+                .contains("tls.key: is missing")
+        );
+        assert!(err("[tls]\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\n[store]\ndata_dir = \"d\"\n")
+            .contains("tls.cert: cannot read /nonexistent/c.pem"));
+    }
+
+    #[test]
+    fn report_settings_are_checked() {
+        let base = "[tls]\nplaintext = true\n[store]\ndata_dir = \"d\"\n";
+        let c = parse(
+            &format!("{base}[report]\ntime_zone = \"Asia/Makassar\"\nweekday = \"Friday\"\nat = \"17:30\"\navailability_threshold_pct = 90\nlang = \"en\"\n"),
+            Path::new("/etc/tps/c.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.report.tz.iana_name(), Some("Asia/Makassar"));
+        assert_eq!(c.report.weekday, jiff::civil::Weekday::Friday);
+        assert_eq!(c.report.at, jiff::civil::Time::constant(17, 30, 0, 0));
+        assert_eq!(
+            (c.report.threshold, c.report.lang),
+            (0.9, crate::report::Lang::En)
+        );
+        for (bad, says) in [
+            (
+                "time_zone = \"WIB\"",
+                "report.time_zone: \"WIB\" is not an IANA time zone",
+            ),
+            (
+                "weekday = \"senin\"",
+                "report.weekday: \"senin\" is not a weekday",
+            ),
+            ("at = \"25:00\"", "report.at: \"25:00\" is not a time"),
+            (
+                "availability_threshold_pct = 0",
+                "report.availability_threshold_pct: 0 is outside",
+            ),
+            ("lang = \"fr\"", "report.lang: language \"fr\""),
+        ] {
+            let e = err(&format!("{base}[report]\n{bad}\n"));
+            assert!(e.contains(says), "{e}");
+        }
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let base = "[tls]\nplaintext = true\n[store]\ndata_dir = \"d\"\n";
+        assert!(
+            err(&format!("{base}[ingest]\nmax_batch = 0\n"))
+                .contains("ingest.max_batch: 0 is outside 1..=10000")
+        );
+        assert!(
+            err(&format!("[grpc]\nlisten = \"nope\"\n{base}"))
+                .contains("grpc.listen: \"nope\" is not an address")
+        );
+        assert!(
+            err(&format!("{base}[ingest]\nmax_bacth = 3\n")).contains("unknown field `max_bacth`")
+        );
+        assert!(
+            err(&format!("{base}[store]\n")).contains("duplicate"),
+            "{}",
+            err(&format!("{base}[store]\n"))
+        );
+        assert!(err("[tls]\nplaintext = true\n").contains("missing field `store`"));
+        assert!(
+            err(&base.replace(
+                "data_dir = \"d\"",
+                "data_dir = \"d\"\nsynchronous = \"off\""
+            ))
+            .contains("unknown variant `off`")
+        );
+    }
 }

@@ -14,7 +14,8 @@ const S: i64 = 1_000; // seconds → ms
 const H: i64 = 3_600 * S;
 const D: i64 = 24 * H;
 
-const REGISTRY: &str = "tps_code,tps_number,village_code,village,district,regency,province,lat,lon,voters
+const REGISTRY: &str =
+    "tps_code,tps_number,village_code,village,district,regency,province,lat,lon,voters
 2101041005001,001,21.01.04.1005,Kawal,Gunung Kijang,Kabupaten Bintan,Kepulauan Riau,-1.07,104.47,310
 2101041005002,002,21.01.04.1005,Kawal,Gunung Kijang,Kabupaten Bintan,Kepulauan Riau,-1.07,104.50,421
 2101041005003,003,21.01.04.1005,Kawal,Gunung Kijang,Kabupaten Bintan,Kepulauan Riau,-1.07,104.51,200
@@ -58,8 +59,11 @@ fn seed(dir: &Path) -> i64 {
     tps_collector::commands::import_stations(dir, &csv).unwrap();
     let conn = store::open(dir, Synchronous::Full).unwrap();
     let created = |tps: &str, at: i64| {
-        conn.execute("UPDATE stations SET created_ms = ?2 WHERE tps_code = ?1", params![tps, at])
-            .unwrap();
+        conn.execute(
+            "UPDATE stations SET created_ms = ?2 WHERE tps_code = ?1",
+            params![tps, at],
+        )
+        .unwrap();
     };
     for t in [A, B, DD, F] {
         created(t, start - 14 * D);
@@ -69,19 +73,47 @@ fn seed(dir: &Path) -> i64 {
     // A: covered since before the week; one outage of 2 h 30 min on Tuesday.
     change(&conn, A, start - 2 * D, "covered", "ok", None);
     change(&conn, A, start + D + 3 * H, "offline", "offline", None);
-    change(&conn, A, start + D + 5 * H + 30 * 60 * S, "covered", "ok", Some("link_down"));
+    change(
+        &conn,
+        A,
+        start + D + 5 * H + 30 * 60 * S,
+        "covered",
+        "ok",
+        Some("link_down"),
+    );
     // B: offline across the week's start until Monday 04:00, degraded from Sunday 20:00.
     change(&conn, B, start - 10 * D, "covered", "ok", None);
     change(&conn, B, start - 3 * H, "offline", "offline", None);
-    change(&conn, B, start + 4 * H, "covered", "ok", Some("power_or_device"));
-    change(&conn, B, start + 6 * D + 20 * H, "degraded", "high_loss", None);
+    change(
+        &conn,
+        B,
+        start + 4 * H,
+        "covered",
+        "ok",
+        Some("power_or_device"),
+    );
+    change(
+        &conn,
+        B,
+        start + 6 * D + 20 * H,
+        "degraded",
+        "high_loss",
+        None,
+    );
     // C: appears Thursday 12:00, covered from Friday 00:00.
     change(&conn, C, start + 4 * D, "covered", "ok", None);
     // D: never heard. E: too new. F: covered, offline from Saturday 00:00 to the end.
     change(&conn, F, start - 5 * D, "covered", "ok", None);
     change(&conn, F, start + 5 * D, "offline", "offline", None);
     // F comes back after the week: that must not change this week's report.
-    change(&conn, F, start + 7 * D + H, "covered", "ok", Some("power_or_device"));
+    change(
+        &conn,
+        F,
+        start + 7 * D + H,
+        "covered",
+        "ok",
+        Some("power_or_device"),
+    );
     // F's flag: opened, acknowledged, assigned, a note; a later note after the week.
     conn.execute(
         "INSERT INTO flags (id, tps_code, reason, cause, since_ms, opened_ms, status, assignee, updated_ms)
@@ -93,7 +125,11 @@ fn seed(dir: &Path) -> i64 {
         (start + 5 * D + 10 * 60 * S, "opened", Some("offline")),
         (start + 5 * D + 30 * 60 * S, "acknowledged", None),
         (start + 5 * D + H, "assigned", Some("budi")),
-        (start + 5 * D + 2 * H, "note", Some("genset rusak, teknisi berangkat besok")),
+        (
+            start + 5 * D + 2 * H,
+            "note",
+            Some("genset rusak, teknisi berangkat besok"),
+        ),
         (start + 7 * D + 2 * H, "assigned", Some("sari")),
         (start + 7 * D + 3 * H, "note", Some("sudah pulih")),
     ] {
@@ -107,7 +143,10 @@ fn seed(dir: &Path) -> i64 {
     agent(&conn, 1, A, start - 3 * D);
     let mut seq = 0;
     for k in 0..40 {
-        for (target, rtt) in [("gateway", if k % 4 == 3 { 60.0 } else { 20.0 }), ("dns", 300.0)] {
+        for (target, rtt) in [
+            ("gateway", if k % 4 == 3 { 60.0 } else { 20.0 }),
+            ("dns", 300.0),
+        ] {
             seq += 1;
             let t = start + k * H;
             conn.execute(
@@ -146,12 +185,24 @@ fn a_seeded_week_gives_exact_availability_outages_and_counts() {
     let row = |code: &str| r.stations.iter().find(|s| s.tps_code == code).unwrap();
     let week = 7 * D;
     // Observed and covered time of each station, to the millisecond.
-    assert_eq!((row(A).observed_ms, row(A).covered_ms), (week, week - 2 * H - 30 * 60 * S));
-    assert_eq!((row(B).observed_ms, row(B).covered_ms), (week, week - 4 * H - 4 * H));
-    assert_eq!((row(C).observed_ms, row(C).covered_ms), (3 * D + 12 * H, 3 * D));
+    assert_eq!(
+        (row(A).observed_ms, row(A).covered_ms),
+        (week, week - 2 * H - 30 * 60 * S)
+    );
+    assert_eq!(
+        (row(B).observed_ms, row(B).covered_ms),
+        (week, week - 4 * H - 4 * H)
+    );
+    assert_eq!(
+        (row(C).observed_ms, row(C).covered_ms),
+        (3 * D + 12 * H, 3 * D)
+    );
     assert_eq!((row(DD).observed_ms, row(DD).covered_ms), (week, 0));
     assert_eq!((row(F).observed_ms, row(F).covered_ms), (week, 5 * D));
-    assert!(r.stations.iter().all(|s| s.tps_code != E), "registered after the week");
+    assert!(
+        r.stations.iter().all(|s| s.tps_code != E),
+        "registered after the week"
+    );
     // Outages: A one of 2.5 h, B one clipped to the 4 h inside the week, F one of 2 days.
     assert_eq!((row(A).outages, row(A).longest_outage_ms), (1, 9_000 * S));
     assert_eq!((row(B).outages, row(B).longest_outage_ms), (1, 4 * H));
@@ -162,7 +213,10 @@ fn a_seeded_week_gives_exact_availability_outages_and_counts() {
 
     let h = &r.headline;
     assert_eq!(h.stations, 5);
-    assert_eq!((h.covered_end, h.degraded_end, h.offline_end, h.no_agent_end), (2, 1, 1, 1));
+    assert_eq!(
+        (h.covered_end, h.degraded_end, h.offline_end, h.no_agent_end),
+        (2, 1, 1, 1)
+    );
     assert_eq!(h.uncovered_end, 3);
     let covered = (week - 9_000 * S) + (week - 8 * H) + 3 * D + 5 * D;
     let observed = 4 * week + 3 * D + 12 * H;
@@ -176,9 +230,15 @@ fn a_seeded_week_gives_exact_availability_outages_and_counts() {
     let bintan = r.regencies.iter().find(|a| a.code == "21.01").unwrap();
     assert_eq!(bintan.name, "Kabupaten Bintan");
     assert_eq!(bintan.figures.stations, 3);
-    assert_eq!(bintan.figures.covered_ms, (week - 9_000 * S) + (week - 8 * H) + 3 * D);
+    assert_eq!(
+        bintan.figures.covered_ms,
+        (week - 9_000 * S) + (week - 8 * H) + 3 * D
+    );
     let batam = r.districts.iter().find(|a| a.code == "21.71.01").unwrap();
-    assert_eq!((batam.figures.stations, batam.figures.uncovered_end), (2, 2));
+    assert_eq!(
+        (batam.figures.stations, batam.figures.uncovered_end),
+        (2, 2)
+    );
 
     // The previous week: A covered from Saturday, B until Sunday 21:00, F from
     // Wednesday; D never; C did not exist yet.
@@ -187,7 +247,12 @@ fn a_seeded_week_gives_exact_availability_outages_and_counts() {
     assert_eq!(r.change.stations, 1);
 
     // Daily trend: Bintan on Monday = B offline 4 h of 3 × 24 h... C not yet there.
-    let line = r.trend.regencies.iter().find(|l| l.code == "21.01").unwrap();
+    let line = r
+        .trend
+        .regencies
+        .iter()
+        .find(|l| l.code == "21.01")
+        .unwrap();
     assert_eq!(line.uncovered_share[0], Some(4.0 / 48.0));
     assert_eq!(r.trend.days[0], "2026-11-02");
 
@@ -195,13 +260,20 @@ fn a_seeded_week_gives_exact_availability_outages_and_counts() {
     let codes: Vec<&str> = r.follow_up.iter().map(|f| f.tps_code.as_str()).collect();
     assert_eq!(codes, [B, C, F]);
     assert_eq!(r.follow_up[1].reason, "low_availability");
-    let never: Vec<&str> = r.never_had_agent.iter().map(|f| f.tps_code.as_str()).collect();
+    let never: Vec<&str> = r
+        .never_had_agent
+        .iter()
+        .map(|f| f.tps_code.as_str())
+        .collect();
     assert_eq!(never, [DD]);
     // F's flag as it stood at the end of the week, not as it is now.
     let flag = r.follow_up[2].flag.as_ref().unwrap();
     assert_eq!(flag.status, "acknowledged");
     assert_eq!(flag.assignee.as_deref(), Some("budi"));
-    assert_eq!(flag.note.as_deref(), Some("genset rusak, teknisi berangkat besok"));
+    assert_eq!(
+        flag.note.as_deref(),
+        Some("genset rusak, teknisi berangkat besok")
+    );
 
     // RTT of the primary target (gateway, not dns): 30 rounds of 20 ms, 10 of 60 ms.
     let a = row(A);
@@ -255,7 +327,10 @@ fn a_past_week_reports_the_same_every_time_and_in_every_format() {
     assert!(html.contains("Laporan Mingguan Cakupan Konektivitas TPS"));
     assert!(html.contains("genset rusak, teknisi berangkat besok"));
     for external in ["http://", "https://", "src=", "href=", "url(", "@import"] {
-        assert!(!html.contains(external), "the HTML must not load anything: {external}");
+        assert!(
+            !html.contains(external),
+            "the HTML must not load anything: {external}"
+        );
     }
     let en = String::from_utf8(report::render(&r, Format::Html, Lang::En).unwrap()).unwrap();
     assert!(en.contains("Weekly TPS Connectivity Coverage Report"));
@@ -278,6 +353,10 @@ trait RowObserved {
 
 impl RowObserved for report::Report {
     fn row_observed(&self, code: &str) -> i64 {
-        self.stations.iter().find(|s| s.tps_code == code).unwrap().observed_ms
+        self.stations
+            .iter()
+            .find(|s| s.tps_code == code)
+            .unwrap()
+            .observed_ms
     }
 }

@@ -5,11 +5,15 @@
 //! - [`TestCollector`]: a collector running in this process on loopback.
 //! - [`Agent`]: a minimal gRPC client that enrolls and pushes (the test's hands).
 //! - [`measurement`]: builds a valid measurement.
+//! - [`browser`]: a real headless Chromium through chromedriver.
+//! - [`history`]: seeds weeks of status history, agents, rollups and flags.
 //! - [`fleet`]: the fleet simulator (the agent's own code, synthetic probes).
 //! - [`process`]: a collector as its own process; RSS and CPU from `/proc`.
 //! - [`victoria`]: a real VictoriaMetrics server for the InfluxDB sink's tests.
 
+pub mod browser;
 pub mod fleet;
+pub mod history;
 pub mod process;
 pub mod victoria;
 

@@ -2,45 +2,13 @@
 //! `chromium-driver`): its numbers equal the API's, acknowledging a flag on the page
 //! changes it in the API, and a screenshot is kept as a test artifact.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use fantoccini::{ClientBuilder, Locator};
-use serde_json::json;
+use fantoccini::Locator;
+use tps_tests::browser::{Browser, digits};
 use tps_tests::{Agent, TestCollector, eventually, kepri_registry, measurement, now_ms};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// A chromedriver we started; ended by its PID on drop.
-struct Driver(Child, u16);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn chromedriver() -> anyhow::Result<Driver> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let child = Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| anyhow::anyhow!("cannot start chromedriver ({e}): apt-get install chromium chromium-driver (scripts/test does)"))?;
-    Ok(Driver(child, port))
-}
-
-fn digits(s: &str) -> u64 {
-    s.chars()
-        .filter(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .unwrap_or(u64::MAX)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_the_apis_numbers_and_works_the_queue() -> anyhow::Result<()> {
@@ -75,36 +43,8 @@ async fn the_dashboard_shows_the_apis_numbers_and_works_the_queue() -> anyhow::R
     })
     .await?;
 
-    let driver = chromedriver()?;
-    let profile = tempfile::tempdir()?;
-    let caps = json!({
-        "goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--disable-quic", "--no-first-run", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync", "--window-size=1400,2000",
-                     format!("--user-data-dir={}", profile.path().display())]
-        }
-    });
-    let caps = caps.as_object().cloned().unwrap_or_default();
-    let browser = eventually(
-        Duration::from_secs(20),
-        "chromedriver to accept a session",
-        || {
-            let caps = caps.clone();
-            let url = format!("http://127.0.0.1:{}", driver.1);
-            async move {
-                ClientBuilder::rustls()
-                    .ok()?
-                    .capabilities(caps)
-                    .connect(&url)
-                    .await
-                    .ok()
-            }
-        },
-    )
-    .await?;
-
+    let session = Browser::start().await?;
+    let browser = &session.client;
     let run = async {
         browser
             .goto(&format!("{}/#token={}", c.url(""), c.token))
@@ -199,7 +139,7 @@ async fn the_dashboard_shows_the_apis_numbers_and_works_the_queue() -> anyhow::R
         Ok::<_, anyhow::Error>(())
     };
     let result = run.await;
-    browser.close().await?;
+    session.close().await?;
     result?;
     c.stop().await
 }

@@ -206,7 +206,7 @@ pub fn int(n: i64, lang: Lang) -> String {
     let sep = if lang == Lang::Id { '.' } else { ',' };
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(sep);
         }
         out.push(c);
@@ -238,6 +238,10 @@ pub fn pct(x: Option<f64>, lang: Lang) -> String {
 
 fn ms_value(x: Option<f64>, unit: &str, lang: Lang) -> String {
     x.map_or_else(|| "–".into(), |x| format!("{} {unit}", dec(x, 1, lang)))
+}
+
+fn num(x: Option<f64>, lang: Lang) -> String {
+    x.map_or_else(|| "–".into(), |x| dec(x, 1, lang))
 }
 
 fn duration(ms: i64, lang: Lang) -> String {
@@ -501,7 +505,7 @@ fn headline(h: &mut String, r: &Report, lang: Lang, w: &Words) {
 fn areas(h: &mut String, title: &str, list: &[Area], lang: Lang, w: &Words) {
     let _ = write!(
         h,
-        r#"<section><h2>{title}</h2><table class="num"><thead><tr><th>{}</th><th>{}</th><th>TPS</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>RTT p50</th><th>RTT p95</th><th>Loss p50</th><th>Loss p95</th></tr></thead><tbody>"#,
+        r#"<section><h2>{title}</h2><table class="num"><thead><tr><th>{}</th><th>{}</th><th>TPS</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>RTT p50 / p95</th><th>Loss p50 / p95</th></tr></thead><tbody>"#,
         w.code,
         w.name,
         term(lang, "covered"),
@@ -525,7 +529,7 @@ fn areas(h: &mut String, title: &str, list: &[Area], lang: Lang, w: &Words) {
         let f: &Figures = &a.figures;
         let _ = write!(
             h,
-            "<tr><td>{}</td><td class=\"t\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td class=\"t\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} / {}</td><td>{} / {}</td></tr>",
             esc(&a.code),
             esc(&a.name),
             int(f.stations as i64, lang),
@@ -536,9 +540,9 @@ fn areas(h: &mut String, title: &str, list: &[Area], lang: Lang, w: &Words) {
             int(f.below_threshold as i64, lang),
             int(f.outages as i64, lang),
             duration(f.longest_outage_ms, lang),
-            ms_value(f.rtt_p50_ms, "ms", lang),
+            num(f.rtt_p50_ms, lang),
             ms_value(f.rtt_p95_ms, "ms", lang),
-            ms_value(f.loss_p50_pct, "%", lang),
+            num(f.loss_p50_pct, lang),
             ms_value(f.loss_p95_pct, "%", lang),
         );
     }
@@ -633,7 +637,7 @@ fn follow_up(
 /// Line chart: one line per regency (the highest-uncovered ones when there are many),
 /// over the week's days.
 fn trend_svg(t: &Trend, availability: Option<f64>, lang: Lang, w: &Words) -> String {
-    let (width, height, left, right, top, bottom) = (460.0, 250.0, 44.0, 12.0, 12.0, 34.0);
+    let (width, height, left, right, top, bottom) = (460.0, 250.0, 44.0, 22.0, 12.0, 34.0);
     let mean = |v: &[Option<f64>]| {
         let xs: Vec<f64> = v.iter().flatten().copied().collect();
         if xs.is_empty() {
@@ -724,9 +728,7 @@ fn distribution_svg(bins: &[Bin], threshold_pct: f64, lang: Lang) -> String {
     let (width, height, left, bottom, top) = (460.0, 250.0, 10.0, 34.0, 18.0);
     let max = bins.iter().map(|b| b.stations).max().unwrap_or(0).max(1) as f64;
     let slot = (width - 2.0 * left) / bins.len() as f64;
-    let mut s = format!(
-        r#"<svg viewBox="0 0 {width} {height}" width="100%" role="img">"#
-    );
+    let mut s = format!(r#"<svg viewBox="0 0 {width} {height}" width="100%" role="img">"#);
     for (i, b) in bins.iter().enumerate() {
         let bh = (height - top - bottom) * b.stations as f64 / max;
         let x = left + slot * i as f64 + 4.0;
@@ -773,10 +775,11 @@ h2 { font-size: 12pt; margin: 6mm 0 2mm; border-bottom: 1.5pt solid #7a0c0c; pad
 .card .value { font-size: 15pt; font-weight: 700; margin: 1mm 0; }
 .card .delta { font-size: 8.5pt; color: #555; }
 .states { font-size: 9.5pt; }
-table { width: 100%; border-collapse: collapse; font-size: 8.5pt; }
-th, td { border-bottom: 0.5pt solid #ccc; padding: 1mm 1.2mm; vertical-align: top; }
+table { width: 100%; border-collapse: collapse; font-size: 8pt; }
+th, td { border-bottom: 0.5pt solid #ccc; padding: 0.8mm 1mm; vertical-align: top; }
+th { font-weight: 600; }
 th { background: #f1eeee; text-align: left; }
-table.num td { text-align: right; white-space: nowrap; }
+table.num td { text-align: right; }
 table.num td.t, table.num td:first-child { text-align: left; white-space: normal; }
 td.r { text-align: right; white-space: nowrap; }
 td.code { font-family: "DejaVu Sans Mono", monospace; white-space: nowrap; }

@@ -1,0 +1,90 @@
+//! A real headless Chromium (Debian `chromium`) driven through `chromedriver`, for the
+//! tests of the dashboard and the weekly report.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder};
+use serde_json::json;
+
+use crate::eventually;
+
+/// A chromedriver we started; ended by its PID on drop.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A browser session; call [`Browser::close`] when done.
+pub struct Browser {
+    pub client: Client,
+    _driver: Driver,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// Starts chromedriver on a free loopback port and opens a headless session.
+    pub async fn start() -> anyhow::Result<Browser> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot start chromedriver ({e}): apt-get install chromium chromium-driver (scripts/test does)"))?;
+        let driver = Driver(child);
+        let profile = tempfile::tempdir()?;
+        let caps = json!({
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--disable-quic", "--no-first-run", "--disable-background-networking",
+                         "--disable-component-update", "--disable-sync", "--window-size=1400,2000",
+                         format!("--user-data-dir={}", profile.path().display())]
+            }
+        });
+        let caps = caps.as_object().cloned().unwrap_or_default();
+        let client = eventually(
+            Duration::from_secs(20),
+            "chromedriver to accept a session",
+            || {
+                let caps = caps.clone();
+                let url = format!("http://127.0.0.1:{port}");
+                async move {
+                    ClientBuilder::rustls()
+                        .ok()?
+                        .capabilities(caps)
+                        .connect(&url)
+                        .await
+                        .ok()
+                }
+            },
+        )
+        .await?;
+        Ok(Browser {
+            client,
+            _driver: driver,
+            _profile: profile,
+        })
+    }
+
+    pub async fn close(self) -> anyhow::Result<()> {
+        self.client.close().await?;
+        Ok(())
+    }
+}
+
+/// The digits of a displayed number (`3.327`, `3,327` → 3327).
+pub fn digits(s: &str) -> u64 {
+    s.chars()
+        .filter(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap_or(u64::MAX)
+}

@@ -181,9 +181,8 @@ pub fn weekly_report(
     let usage = |flag: &str, e: String| CommandError::Usage(format!("{flag}: {e}"));
     let now = now_ms();
     let week: Week = match r.week {
-        Some(w) => w
-            .parse()
-            .map_err(|e: report::week::BadWeek| usage("--week", e.to_string()))?,
+        Some(w) => report::week::parse_relative(w, now, &cfg.tz)
+            .map_err(|e| usage("--week", e.to_string()))?,
         None => Week::containing(now, &cfg.tz).previous(),
     };
     let format: Format = r.format.parse().map_err(|e| usage("--format", e))?;

@@ -93,8 +93,8 @@ enum Command {
 enum ReportCmd {
     /// The weekly coverage report for one ISO week.
     Weekly {
-        /// ISO week like 2026-W48 (weeks in the configured time zone); the last whole
-        /// week if absent. A week still running is reported up to now.
+        /// ISO week like 2026-W48 (in the configured time zone), `current` or `last`;
+        /// the last whole week if absent. A week still running is reported up to now.
         #[arg(long)]
         week: Option<String>,
         /// Region code (21, 21.71, 21.71.01); everything if absent.

@@ -61,6 +61,9 @@ fn example_configs_in_deploy_parse() -> anyhow::Result<()> {
     assert_eq!(c.synchronous, tps_collector::store::Synchronous::Full);
     assert_eq!(c.ingest.max_batch, 500);
     assert_eq!(c.enroll.max_failures_per_station, 5);
+    assert_eq!(c.report.tz.iana_name(), Some("Asia/Jakarta"));
+    assert!(c.report.schedule);
+    assert_eq!(c.report.threshold, 0.95);
 
     let compose = config::load(&deploy_file("compose/collector.toml"))?;
     let influx = compose

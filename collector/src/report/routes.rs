@@ -60,8 +60,8 @@ async fn list(State(s): State<AppState>, op: Operator) -> Result<Response, ApiEr
     .into_response())
 }
 
-/// `?week=2026-W48&format=html|csv|json&lang=id|en&region=21.71`; the last whole week by
-/// default. Made from the store now; rollups are brought up to date first.
+/// `?week=2026-W48|current|last&format=html|csv|json&lang=id|en&region=21.71`; the last
+/// whole week by default. Made from the store now; rollups are brought up to date first.
 async fn weekly(
     State(s): State<AppState>,
     op: Operator,
@@ -71,7 +71,7 @@ async fn weekly(
     let now = now_ms();
     let cfg = s.report.clone();
     let week: Week = match q.get("week").map(|w| w.trim()).filter(|w| !w.is_empty()) {
-        Some(w) => w.parse().map_err(|e| bad("week", e))?,
+        Some(w) => super::week::parse_relative(w, now, &cfg.tz).map_err(|e| bad("week", e))?,
         None => Week::containing(now, &cfg.tz).previous(),
     };
     let format: Format = match q.get("format") {

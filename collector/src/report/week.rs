@@ -16,7 +16,7 @@ pub struct Week {
 
 /// Why a string is not an ISO week.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("week {0:?} is not an ISO week like 2026-W48")]
+#[error("week {0:?} is not an ISO week like 2026-W48 (or current, last)")]
 pub struct BadWeek(pub String);
 
 impl Week {
@@ -70,6 +70,16 @@ impl Week {
     pub fn bounds(self, tz: &TimeZone) -> (i64, i64) {
         let d = self.day_starts(tz);
         (d[0], d[7])
+    }
+}
+
+/// A week as asked for: `current` (the week running now), `last` (the one before), or
+/// an ISO week like `2026-W48`.
+pub fn parse_relative(s: &str, now_ms: i64, tz: &TimeZone) -> Result<Week, BadWeek> {
+    match s.trim() {
+        "current" => Ok(Week::containing(now_ms, tz)),
+        "last" | "previous" => Ok(Week::containing(now_ms, tz).previous()),
+        other => other.parse(),
     }
 }
 
@@ -137,6 +147,11 @@ mod tests {
         assert_eq!(Week::containing(start, &jakarta()), w);
         assert_eq!(Week::containing(start - 1, &jakarta()), w.previous());
         assert_eq!(w.previous().to_string(), "2026-W47");
+        assert_eq!(parse_relative("current", start + 1, &jakarta()).unwrap(), w);
+        assert_eq!(
+            parse_relative("last", start + 1, &jakarta()).unwrap(),
+            w.previous()
+        );
         assert_eq!(
             "2027-W01".parse::<Week>().unwrap().previous().to_string(),
             "2026-W53"

@@ -219,8 +219,7 @@ pub fn weekly_report(
     let folded = crate::rollup::catch_up_all(&mut conn, &cfg.tz)?;
     tracing::info!(measurements = folded, %week, "rollups current; computing the report");
     let report = report::make(&conn, &cfg.options(week, region, now))?;
-    let bytes = report::render(&report, format, lang)?;
-    schedule::write_atomically(r.out, &bytes)?;
+    schedule::write_atomically(r.out, |w| report::render_to(&report, format, lang, w))?;
     Ok(format!(
         "{} written: week {week}{}, {} stations, {} need follow-up ({} never had an agent), {:.1} s",
         r.out.display(),

@@ -525,9 +525,11 @@ pub fn make(conn: &Connection, o: &Options) -> Result<Report, ReportError> {
     let mut follow: Vec<usize> = Vec::new();
     let mut mine: Vec<Change0> = Vec::new();
 
-    for (done, s) in stations.iter().enumerate() {
+    let n_stations = stations.len();
+    // Consumed: each station's names move into its row.
+    for (done, s) in stations.into_iter().enumerate() {
         if done > 0 && done % 100_000 == 0 {
-            tracing::info!(done, total = stations.len(), "report: stations computed");
+            tracing::info!(done, total = n_stations, "report: stations computed");
         }
         // Merge-join the change stream (ordered by code) with the stations.
         mine.clear();
@@ -629,11 +631,11 @@ pub fn make(conn: &Connection, o: &Options) -> Result<Report, ReportError> {
             follow.push(rows.len());
         }
         rows.push(StationRow {
-            tps_code: s.code.clone(),
-            village: s.village.clone(),
-            district: s.district.clone(),
-            regency: s.regency.clone(),
-            province: s.province.clone(),
+            tps_code: s.code,
+            village: s.village,
+            district: s.district,
+            regency: s.regency,
+            province: s.province,
             state_end: end_state.as_str(),
             reason_end: w.end_reason.clone(),
             cause: w.cause.clone(),

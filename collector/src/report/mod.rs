@@ -105,12 +105,26 @@ impl FromStr for Format {
 
 /// Renders a computed report.
 pub fn render(report: &Report, format: Format, lang: Lang) -> Result<Vec<u8>, ReportError> {
+    let mut out = Vec::new();
+    render_to(report, format, lang, &mut out)?;
+    Ok(out)
+}
+
+/// Renders a computed report into `out` (a national CSV or JSON is hundreds of MB: it is
+/// streamed, not built in memory first). JSON is compact.
+pub fn render_to(
+    report: &Report,
+    format: Format,
+    lang: Lang,
+    out: &mut dyn std::io::Write,
+) -> Result<(), ReportError> {
+    let render = |e: &dyn std::fmt::Display| ReportError::Render(e.to_string());
     match format {
-        Format::Html => Ok(html::render(report, lang).into_bytes()),
-        Format::Csv => table::render(report),
-        Format::Json => {
-            serde_json::to_vec_pretty(report).map_err(|e| ReportError::Render(e.to_string()))
-        }
+        Format::Html => out
+            .write_all(html::render(report, lang).as_bytes())
+            .map_err(|e| render(&e)),
+        Format::Csv => table::render_to(report, out),
+        Format::Json => serde_json::to_writer(out, report).map_err(|e| render(&e)),
     }
 }
 

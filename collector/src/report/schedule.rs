@@ -2,7 +2,6 @@
 //! schedule (Monday 00:00 Asia/Jakarta by default), catches up on a missed run after a
 //! restart, and lists what was written.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -160,20 +159,29 @@ pub fn stored_path(data_dir: &Path, name: &str) -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
-/// Writes `bytes` to `path` so that it appears whole or not at all.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
+/// Writes `path` with `fill` so that it appears whole or not at all.
+pub fn write_atomically(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn std::io::Write) -> Result<(), ReportError>,
+) -> Result<(), ReportError> {
     let io = |source| ReportError::Write {
         path: path.to_path_buf(),
         source,
     };
-    if let Some(dir) = path.parent() {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
     let tmp = path.with_extension("partial");
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    drop(f);
+    let result = (|| {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io)?);
+        fill(&mut f)?;
+        let f = f.into_inner().map_err(|e| io(e.into_error()))?;
+        f.sync_all().map_err(io)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     std::fs::rename(&tmp, path).map_err(io)?;
     if let Some(dir) = path.parent()
         && let Ok(d) = std::fs::File::open(dir)
@@ -205,7 +213,9 @@ pub fn write_week(
     let mut written = Vec::new();
     for format in Format::ALL {
         let path = reports_dir(data_dir).join(file_name(week, format));
-        write_atomically(&path, &super::render(&report, format, cfg.lang)?)?;
+        write_atomically(&path, |w| {
+            super::render_to(&report, format, cfg.lang, w)
+        })?;
         written.push(path);
     }
     Ok(written)
@@ -307,7 +317,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let week: Week = "2026-W47".parse().unwrap();
         let path = reports_dir(dir.path()).join(file_name(week, Format::Csv));
-        write_atomically(&path, b"x").unwrap();
+        write_atomically(&path, |w| Ok(w.write_all(b"x").unwrap())).unwrap();
+        // A failed write leaves neither the file nor its partial.
+        let failed = reports_dir(dir.path()).join(file_name(week, Format::Json));
+        let e = write_atomically(&failed, |_| Err(ReportError::Render("boom".into())));
+        assert!(e.is_err());
+        assert!(!failed.exists() && !failed.with_extension("partial").exists());
         assert_eq!(stored_path(dir.path(), "weekly-2026-W47.csv"), Some(path));
         for bad in [
             "weekly-2026-W47.pdf",

@@ -14,7 +14,7 @@ fn opt(x: Option<f64>, places: usize) -> String {
     x.map(|x| format!("{x:.places$}")).unwrap_or_default()
 }
 
-pub fn render(r: &Report) -> Result<Vec<u8>, ReportError> {
+pub fn render_to(r: &Report, out: &mut dyn std::io::Write) -> Result<(), ReportError> {
     let err = |e: csv::Error| ReportError::Render(e.to_string());
     let flags: HashMap<&str, &FollowUp> = r
         .follow_up
@@ -22,7 +22,7 @@ pub fn render(r: &Report) -> Result<Vec<u8>, ReportError> {
         .chain(&r.never_had_agent)
         .map(|f| (f.tps_code.as_str(), f))
         .collect();
-    let mut w = csv::Writer::from_writer(Vec::with_capacity(r.stations.len() * 200 + 1024));
+    let mut w = csv::Writer::from_writer(out);
     w.write_record([
         "week",
         "tps_code",
@@ -89,6 +89,5 @@ pub fn render(r: &Report) -> Result<Vec<u8>, ReportError> {
         ])
         .map_err(err)?;
     }
-    w.into_inner()
-        .map_err(|e| ReportError::Render(e.to_string()))
+    w.flush().map_err(|e| ReportError::Render(e.to_string()))
 }

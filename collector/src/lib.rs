@@ -20,6 +20,7 @@
 //! - [`influx`]: the optional InfluxDB 2 sink, reading from a durable cursor.
 //! - [`rollup`]: daily RTT/loss rollups of measurements, from a durable cursor;
 //!   [`report`]: the weekly coverage report for KPU (HTML, CSV, JSON) and its schedule.
+//! - [`limits`]: the open-file limit (one socket per connected agent).
 //! - [`commands`]: import-stations, enroll-codes, revoke-agent.
 //! - [`server`]: [`server::run`] wires it together on given listeners.
 //! - `testing` (feature `testing`): a real collector on loopback for other crates' tests.
@@ -35,6 +36,7 @@ pub mod flags;
 pub mod http;
 pub mod influx;
 pub mod ingest;
+pub mod limits;
 pub mod live;
 pub mod metrics;
 pub mod monitor;

@@ -173,6 +173,7 @@ fn main() -> anyhow::Result<()> {
                     config.http_listen.port()
                 );
             }
+            tps_collector::limits::raise_open_files();
             tokio::runtime::Runtime::new()?.block_on(async {
                 let listeners = Listeners::bind(&config).await?;
                 tps_collector::run(config, listeners, shutdown_signal()).await?;

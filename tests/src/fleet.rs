@@ -162,6 +162,88 @@ async fn credentials_for(
     Ok(c)
 }
 
+/// What a simulated device reports about itself; `boot` changes after a power cut.
+fn facts(tps: String, boot: Arc<AtomicI64>) -> impl FnMut() -> Facts {
+    move || {
+        let b = boot.load(Ordering::Relaxed);
+        let now = run::now_ms();
+        Facts {
+            system_uptime_secs: ((now - b) / 1000) as u64,
+            boot_time_ms: b,
+            agent_uptime_secs: ((now - b) / 1000) as u64,
+            hostname: format!("sim-{tps}"),
+            os: "tps-fleet".into(),
+            interfaces: vec![("wwan0".into(), 0, 0)],
+        }
+    }
+}
+
+/// An agent back after a long outage: enrolls, finds `backlog` rounds in its spool (of
+/// the past, three targets each) and pushes them with the agent's own push loop until
+/// the spool is empty. For measuring the ingest ceiling end to end.
+pub async fn drain_backlog(
+    f: Arc<FleetConfig>,
+    tps: String,
+    code: String,
+    backlog: usize,
+    go: Arc<tokio::sync::Barrier>,
+) -> Result<(), String> {
+    let state_dir = f.state_root.join(&tps);
+    // Every agent reaches the starting line, ready or not, so none waits forever.
+    let ready = async {
+        let creds = credentials_for(&f, &state_dir, &tps, &code).await?;
+        let config = agent_config(&f, state_dir.clone());
+        let mut spool = Spool::open(&state_dir, config.spool_max_age, config.spool_max_bytes)
+            .map_err(|e| e.to_string())?;
+        let mut rng = StdRng::seed_from_u64(f.seed);
+        let start = run::now_ms() - backlog as i64 * 30_000;
+        for chunk in (0..backlog).collect::<Vec<_>>().chunks(500) {
+            let entries: Vec<NewEntry> = chunk
+                .iter()
+                .flat_map(|&k| {
+                    let round = round(&mut rng, Profile::Good, 40.0, false);
+                    TARGETS.iter().map(move |t| NewEntry {
+                        start_ms: start + k as i64 * 30_000,
+                        target_name: t.to_string(),
+                        target_address: "192.0.2.1".into(),
+                        method: Method::Icmp,
+                        round,
+                    })
+                })
+                .collect();
+            spool
+                .append(&entries, run::now_ms())
+                .map_err(|e| e.to_string())?;
+        }
+        Ok::<_, String>((creds, config, spool))
+    }
+    .await;
+    go.wait().await;
+    let (creds, config, spool) = ready.map_err(|e| format!("{tps}: {e}"))?;
+    let spool: SharedSpool = Arc::new(std::sync::Mutex::new(spool));
+    let channel = uplink::channel(&config.collector, None).map_err(|e| e.to_string())?;
+    let up = Uplink::new(channel, creds.token.clone());
+    let boot = Arc::new(AtomicI64::new(run::now_ms() - 3_600_000));
+    let pushing = AbortOnDrop(tokio::spawn(run::push_loop(
+        config,
+        creds,
+        spool.clone(),
+        up,
+        facts(tps, boot),
+    )));
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if with_spool(&spool, |s| s.depth())
+            .await
+            .map_err(|e| e.to_string())?
+            == 0
+        {
+            drop(pushing);
+            return Ok(());
+        }
+    }
+}
+
 /// Aborts a spawned task when dropped, so a push loop ends with its simulated station.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -205,19 +287,7 @@ async fn play(f: Arc<FleetConfig>, tps: String, code: String, profile: Profile, 
                 return;
             };
             let up = Uplink::new(channel, creds.token.clone());
-            let facts = move || {
-                let b = boot.load(Ordering::Relaxed);
-                let now = run::now_ms();
-                Facts {
-                    system_uptime_secs: ((now - b) / 1000) as u64,
-                    boot_time_ms: b,
-                    agent_uptime_secs: ((now - b) / 1000) as u64,
-                    hostname: format!("sim-{tps}"),
-                    os: "tps-fleet".into(),
-                    interfaces: vec![("wwan0".into(), 0, 0)],
-                }
-            };
-            run::push_loop(config, creds, spool, up, facts).await;
+            run::push_loop(config, creds, spool, up, facts(tps, boot)).await;
         }))
     };
     // Held for its drop: replacing it ends the old push loop.

@@ -78,31 +78,35 @@ pub fn push_request(
     token: &str,
     measurements: Vec<pb::Measurement>,
 ) -> tonic::Request<pb::PushRequest> {
-    let now = now_ms();
     let mut req = tonic::Request::new(pb::PushRequest {
-        status: Some(pb::AgentStatus {
-            system_uptime_secs: 3600,
-            boot_time_ms: boot_time_ms(),
-            agent_uptime_secs: 600,
-            agent_version: "test".into(),
-            hostname: "laptop-test".into(),
-            os: "Linux".into(),
-            interfaces: vec![pb::NetInterface {
-                name: "wlan0".into(),
-                rx_bytes: 10,
-                tx_bytes: 20,
-            }],
-            spool_depth: measurements.len() as u64,
-            dropped: 0,
-            agent_time_ms: now,
-            primary_target: "gateway".into(),
-        }),
+        status: Some(agent_status(measurements.len() as u64)),
         measurements,
     });
     if let Ok(v) = format!("Bearer {token}").parse() {
         req.metadata_mut().insert("authorization", v);
     }
     req
+}
+
+/// A plausible agent status with `spool_depth` measurements waiting.
+pub fn agent_status(spool_depth: u64) -> pb::AgentStatus {
+    pb::AgentStatus {
+        system_uptime_secs: 3600,
+        boot_time_ms: boot_time_ms(),
+        agent_uptime_secs: 600,
+        agent_version: "test".into(),
+        hostname: "laptop-test".into(),
+        os: "Linux".into(),
+        interfaces: vec![pb::NetInterface {
+            name: "wlan0".into(),
+            rx_bytes: 10,
+            tx_bytes: 20,
+        }],
+        spool_depth,
+        dropped: 0,
+        agent_time_ms: now_ms(),
+        primary_target: "gateway".into(),
+    }
 }
 
 /// A valid ICMP measurement with sequence `seq`, started `seq` seconds after `base_ms`.

@@ -24,11 +24,33 @@ impl CollectorProcess {
         filter: &str,
         timeout: Duration,
     ) -> anyhow::Result<CollectorProcess> {
+        Self::start_on(
+            bin,
+            data_dir,
+            filter,
+            timeout,
+            "127.0.0.1:0",
+            "127.0.0.1:0",
+            "",
+        )
+    }
+
+    /// As [`CollectorProcess::start`], on given addresses (a restart on the same ports),
+    /// with `extra` TOML appended to the config.
+    pub fn start_on(
+        bin: &Path,
+        data_dir: &Path,
+        filter: &str,
+        timeout: Duration,
+        grpc: &str,
+        http: &str,
+        extra: &str,
+    ) -> anyhow::Result<CollectorProcess> {
         let cfg = data_dir.with_extension("toml");
         std::fs::write(
             &cfg,
             format!(
-                "[grpc]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[tls]\nplaintext = true\n[store]\ndata_dir = {:?}\n",
+                "[grpc]\nlisten = \"{grpc}\"\n[http]\nlisten = \"{http}\"\n[tls]\nplaintext = true\n[store]\ndata_dir = {:?}\n{extra}",
                 data_dir.display().to_string()
             ),
         )?;
@@ -64,6 +86,14 @@ impl CollectorProcess {
             grpc,
             http,
         })
+    }
+}
+
+impl CollectorProcess {
+    /// SIGKILL, as a crash or the OOM killer would; waits until it is gone.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -61,6 +61,19 @@ async fn the_summary_matches_the_profile_mix() -> anyhow::Result<()> {
     // Every simulated agent really enrolled and pushes: one agent per simulated station.
     let (_, m) = c.get_json("/healthz").await?;
     assert_eq!(m["enrolled_agents"], good + degraded);
+
+    // The weekly report made now (the week still running) says the same at its end.
+    let (code, r) = c
+        .get_json("/api/v1/reports/weekly?week=current&format=json&region=21.71.01")
+        .await?;
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["complete"], false);
+    let h = &r["headline"];
+    assert_eq!(h["stations"], stations.len());
+    assert_eq!(h["no_agent_end"], never);
+    assert_eq!(r["never_had_agent"].as_array().unwrap().len(), never);
+    let end = h["covered_end"].as_u64().unwrap() + h["degraded_end"].as_u64().unwrap();
+    assert_eq!(end as usize, good + degraded);
     fleet.stop().await;
     c.stop().await
 }

@@ -213,9 +213,7 @@ pub fn write_week(
     let mut written = Vec::new();
     for format in Format::ALL {
         let path = reports_dir(data_dir).join(file_name(week, format));
-        write_atomically(&path, |w| {
-            super::render_to(&report, format, cfg.lang, w)
-        })?;
+        write_atomically(&path, |w| super::render_to(&report, format, cfg.lang, w))?;
         written.push(path);
     }
     Ok(written)
@@ -317,7 +315,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let week: Week = "2026-W47".parse().unwrap();
         let path = reports_dir(dir.path()).join(file_name(week, Format::Csv));
-        write_atomically(&path, |w| Ok(w.write_all(b"x").unwrap())).unwrap();
+        write_atomically(&path, |w| {
+            w.write_all(b"x")
+                .map_err(|e| ReportError::Render(e.to_string()))
+        })
+        .unwrap();
         // A failed write leaves neither the file nor its partial.
         let failed = reports_dir(dir.path()).join(file_name(week, Format::Json));
         let e = write_atomically(&failed, |_| Err(ReportError::Render("boom".into())));

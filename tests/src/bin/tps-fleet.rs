@@ -162,7 +162,10 @@ async fn demo(
     );
     println!("Dashboard: http://{http}/#token={token}");
     println!(
-        "(operator `{name}`; agents push every 10 s, flags open after 1 minute uncovered; Ctrl-C stops)\n"
+        "(operator `{name}`; agents push every 10 s, flags open after 1 minute uncovered; Ctrl-C stops)"
+    );
+    println!(
+        "Weekly report: the dashboard's \"Laporan minggu ini\" button, or\n  curl -H 'Authorization: Bearer {token}' 'http://{http}/api/v1/reports/weekly?week=current' > laporan.html\n"
     );
 
     let client = reqwest::Client::new();

@@ -83,6 +83,7 @@ async fn weekly(
         None => cfg.lang,
     };
     let region = region_param(&q)?;
+    let _turn = schedule::MAKING.acquire().await;
     crate::rollup::catch_up_via(&s.writer, &cfg.tz)
         .await
         .map_err(ApiError::internal)?;

@@ -235,6 +235,10 @@ fn has_stations(conn: &Connection, cfg: &ReportConfig, week: Week) -> Result<boo
     )?)
 }
 
+/// One report is made at a time in the running collector: a national one holds about
+/// 750 MB while it is computed, so requests queue here instead of adding up.
+pub static MAKING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
 /// Makes the due report if it is missing; `Ok(None)` when there was nothing to do.
 pub async fn make_due(
     writer: &Writer,
@@ -245,6 +249,7 @@ pub async fn make_due(
     if written(data_dir, week) {
         return Ok(None);
     }
+    let _turn = MAKING.acquire().await;
     crate::rollup::catch_up_via(writer, &cfg.tz).await?;
     let (dir, cfg) = (data_dir.to_path_buf(), cfg.clone());
     tokio::task::spawn_blocking(move || {

@@ -100,17 +100,7 @@ async fn weekly(
     .await
     .map_err(ApiError::internal)?
     .map_err(report_error)?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, format.content_type().to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("inline; filename=\"{name}\""),
-            ),
-        ],
-        body,
-    )
-        .into_response())
+    Ok(document(format, &name, body))
 }
 
 /// A stored report file by name (`weekly-2026-W47.html`).
@@ -132,7 +122,12 @@ async fn file(
         .and_then(|e| e.parse().ok())
         .unwrap_or_default();
     let body = tokio::fs::read(&path).await.map_err(ApiError::internal)?;
-    Ok((
+    Ok(document(format, &name, body))
+}
+
+/// A report document with its type and a file name for saving.
+fn document(format: Format, name: &str, body: Vec<u8>) -> Response {
+    (
         [
             (header::CONTENT_TYPE, format.content_type().to_string()),
             (
@@ -142,5 +137,5 @@ async fn file(
         ],
         body,
     )
-        .into_response())
+        .into_response()
 }

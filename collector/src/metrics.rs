@@ -32,6 +32,12 @@ pub struct Metrics {
     pub influx_write_errors: Counter,
     /// Rows stored in SQLite but not yet written to InfluxDB.
     pub influx_lag: Gauge,
+    /// Scheduled weekly reports, by result (written, failed).
+    weekly_reports: Family<Labels, Counter>,
+    /// When the last scheduled report was written (Unix seconds): alert when it is old.
+    pub weekly_report_last_success: Gauge,
+    /// Measurements stored but not yet folded into the daily rollups.
+    pub rollup_lag: Gauge,
 }
 
 impl Default for Metrics {
@@ -62,6 +68,24 @@ impl Metrics {
         let influx_points_written = Counter::default();
         let influx_write_errors = Counter::default();
         let influx_lag = Gauge::default();
+        let weekly_reports = Family::<Labels, Counter>::default();
+        let weekly_report_last_success = Gauge::default();
+        let rollup_lag = Gauge::default();
+        registry.register(
+            "weekly_reports",
+            "Scheduled weekly reports, by result",
+            weekly_reports.clone(),
+        );
+        registry.register(
+            "weekly_report_last_success_timestamp_seconds",
+            "When the last scheduled weekly report was written",
+            weekly_report_last_success.clone(),
+        );
+        registry.register(
+            "rollup_lag_rows",
+            "Measurements stored but not yet folded into the daily rollups",
+            rollup_lag.clone(),
+        );
         registry.register(
             "influx_points_written",
             "Points written to InfluxDB",
@@ -135,7 +159,16 @@ impl Metrics {
             influx_points_written,
             influx_write_errors,
             influx_lag,
+            weekly_reports,
+            weekly_report_last_success,
+            rollup_lag,
         }
+    }
+
+    pub fn weekly_report(&self, result: &'static str) {
+        self.weekly_reports
+            .get_or_create(&vec![("result", result)])
+            .inc();
     }
 
     pub fn reject(&self, reason: &'static str) {

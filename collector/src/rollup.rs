@@ -148,14 +148,30 @@ pub async fn catch_up_via(writer: &Writer, tz: &TimeZone) -> Result<usize, Store
     }
 }
 
+/// Measurements stored but not folded in yet.
+pub fn lag(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(store::max_id(conn, "measurements")? - store::sink_cursor(conn, CURSOR)?)
+}
+
 /// Keeps the rollups current in the running collector, every `every`.
-pub async fn run(writer: Writer, tz: TimeZone, every: Duration) {
+pub async fn run(
+    writer: Writer,
+    tz: TimeZone,
+    every: Duration,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         if let Err(e) = catch_up_via(&writer, &tz).await {
             tracing::warn!(error = %e, "measurement rollup failed; retrying");
+        }
+        match writer.exec(|tx| lag(tx)).await {
+            Ok(n) => {
+                metrics.rollup_lag.set(n);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the rollup position"),
         }
     }
 }

@@ -123,12 +123,14 @@ pub async fn run(
         writer.clone(),
         config.report.tz.clone(),
         config.report.rollup_every,
+        metrics.clone(),
     ));
     let reports = config.report.schedule.then(|| {
         tokio::spawn(crate::report::schedule::run(
             writer.clone(),
             config.data_dir.clone(),
             config.report.clone(),
+            metrics.clone(),
         ))
     });
     let influx = config.influx.clone().map(|ic| {

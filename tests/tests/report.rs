@@ -50,6 +50,14 @@ async fn the_scheduled_report_is_served_and_renders_in_chromium() -> anyhow::Res
             .contains("T00:00:00+07:00")
     );
 
+    // Operators can alert on the schedule: it says what it wrote, and when.
+    let metrics = reqwest::get(c.url("/metrics")).await?.text().await?;
+    assert!(
+        metrics.contains("tps_weekly_reports_total{result=\"written\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("tps_weekly_report_last_success_timestamp_seconds "));
+
     let http = reqwest::Client::new();
     let get = |path: String| {
         let req = http.get(c.url(&path)).bearer_auth(&c.token);

@@ -269,10 +269,23 @@ pub async fn make_due(
 
 /// The schedule in the running collector: checks at each run time, and at least hourly
 /// (a clock change or a failed run is picked up within the hour).
-pub async fn run(writer: Writer, data_dir: PathBuf, cfg: ReportConfig) {
+pub async fn run(
+    writer: Writer,
+    data_dir: PathBuf,
+    cfg: ReportConfig,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+) {
     loop {
-        if let Err(e) = make_due(&writer, &data_dir, &cfg).await {
-            tracing::error!(error = %e, "weekly report failed; trying again within the hour");
+        match make_due(&writer, &data_dir, &cfg).await {
+            Ok(Some(_)) => {
+                metrics.weekly_report("written");
+                metrics.weekly_report_last_success.set(now_ms() / 1000);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                metrics.weekly_report("failed");
+                tracing::error!(error = %e, "weekly report failed; trying again within the hour");
+            }
         }
         let now = now_ms();
         let wait = (cfg.next_run(now) - now).clamp(1_000, 3_600_000);

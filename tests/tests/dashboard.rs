@@ -131,6 +131,32 @@ async fn the_dashboard_shows_the_apis_numbers_and_works_the_queue() -> anyhow::R
             .for_element(Locator::Css("#station[style*='block'] #st-transitions"))
             .await?;
 
+        // This week's report opens from the dashboard, in the page's language.
+        let main_window = browser.window().await?;
+        browser.find(Locator::Id("report")).await?.click().await?;
+        let report_window = eventually(WAIT, "the report window to open", || async {
+            let all = browser.windows().await.ok()?;
+            all.into_iter().find(|w| *w != main_window)
+        })
+        .await?;
+        browser.switch_to_window(report_window).await?;
+        let title = browser
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css("h1"))
+            .await?
+            .text()
+            .await?;
+        assert_eq!(title, "Weekly TPS Connectivity Coverage Report");
+        let stations = browser
+            .find(Locator::Css("[data-k='stations']"))
+            .await?
+            .text()
+            .await?;
+        assert_eq!(digits(&stations), 3327);
+        browser.close_window().await?;
+        browser.switch_to_window(main_window).await?;
+
         let png = browser.screenshot().await?;
         let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
         std::fs::write(&out, &png)?;

@@ -91,24 +91,10 @@ pub(crate) fn require(op: &Operator, role: Role) -> Result<(), ApiError> {
 
 /// A region parameter: a dotted code prefix (`21`, `21.71`, `21.71.01`).
 pub(crate) fn region_param(q: &HashMap<String, String>) -> Result<Option<String>, ApiError> {
-    match q.get("region").map(|s| s.trim()).filter(|s| !s.is_empty()) {
-        None => Ok(None),
-        Some(r) => {
-            let parts: Vec<&str> = r.split('.').collect();
-            let ok = parts.len() <= 3
-                && parts
-                    .iter()
-                    .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_digit()));
-            if ok {
-                Ok(Some(r.to_string()))
-            } else {
-                Err(bad(
-                    "region",
-                    format!("{r:?} is not a region code like 21, 21.71 or 21.71.01"),
-                ))
-            }
-        }
-    }
+    q.get("region")
+        .filter(|s| !s.trim().is_empty())
+        .map(|r| crate::domain::parse_region(r).map_err(|e| bad("region", e)))
+        .transpose()
 }
 
 fn tps_param(code: &str) -> Result<TpsCode, ApiError> {
@@ -186,15 +172,7 @@ async fn regions(
     };
     let parent = match q.get("parent").map(|s| s.trim()).filter(|s| !s.is_empty()) {
         None => None,
-        Some(p) => {
-            let mut qq = HashMap::new();
-            qq.insert("region".to_string(), p.to_string());
-            Some(
-                region_param(&qq)
-                    .map_err(|_| bad("parent", format!("{p:?} is not a region code")))?
-                    .unwrap_or_default(),
-            )
-        }
+        Some(p) => Some(crate::domain::parse_region(p).map_err(|e| bad("parent", e))?),
     };
     let m = s.monitor.lock();
     let list: Vec<Value> = m
@@ -634,24 +612,46 @@ struct TextBody {
     resolution: Option<String>,
 }
 
-fn text_field(
-    body: Result<Json<TextBody>, axum::extract::rejection::JsonRejection>,
-    field: &str,
-) -> Result<String, ApiError> {
-    let Json(b) = body.map_err(|e| bad("body", e.body_text()))?;
-    let v = match field {
-        "assignee" => b.assignee,
-        "text" => b.text,
-        _ => b.resolution,
-    };
-    let v = v
+type TextJson = Result<Json<TextBody>, axum::extract::rejection::JsonRejection>;
+
+/// The flag actions that carry a text, each in its own JSON field.
+#[derive(Debug, Clone, Copy)]
+enum WithText {
+    Assign,
+    Note,
+    Resolve,
+}
+
+impl WithText {
+    fn field(self) -> &'static str {
+        match self {
+            WithText::Assign => "assignee",
+            WithText::Note => "text",
+            WithText::Resolve => "resolution",
+        }
+    }
+
+    /// Takes the field out of the body (required, trimmed, at most 2000 characters).
+    fn action(self, body: TextJson) -> Result<OperatorAction, ApiError> {
+        let Json(b) = body.map_err(|e| bad("body", e.body_text()))?;
+        let field = self.field();
+        let v = match self {
+            WithText::Assign => b.assignee,
+            WithText::Note => b.text,
+            WithText::Resolve => b.resolution,
+        }
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .ok_or_else(|| bad(field, "is required"))?;
-    if v.len() > 2000 {
-        return Err(bad(field, "is longer than 2000 characters"));
+        if v.len() > 2000 {
+            return Err(bad(field, "is longer than 2000 characters"));
+        }
+        Ok(match self {
+            WithText::Assign => OperatorAction::Assign(v),
+            WithText::Note => OperatorAction::Note(v),
+            WithText::Resolve => OperatorAction::Resolve(v),
+        })
     }
-    Ok(v)
 }
 
 async fn ack(
@@ -666,30 +666,27 @@ async fn assign(
     State(s): State<AppState>,
     op: Operator,
     Path(id): Path<i64>,
-    body: Result<Json<TextBody>, axum::extract::rejection::JsonRejection>,
+    body: TextJson,
 ) -> Result<Json<Value>, ApiError> {
-    let who = text_field(body, "assignee")?;
-    act(&s, &op, id, OperatorAction::Assign(who)).await
+    act(&s, &op, id, WithText::Assign.action(body)?).await
 }
 
 async fn note(
     State(s): State<AppState>,
     op: Operator,
     Path(id): Path<i64>,
-    body: Result<Json<TextBody>, axum::extract::rejection::JsonRejection>,
+    body: TextJson,
 ) -> Result<Json<Value>, ApiError> {
-    let text = text_field(body, "text")?;
-    act(&s, &op, id, OperatorAction::Note(text)).await
+    act(&s, &op, id, WithText::Note.action(body)?).await
 }
 
 async fn resolve(
     State(s): State<AppState>,
     op: Operator,
     Path(id): Path<i64>,
-    body: Result<Json<TextBody>, axum::extract::rejection::JsonRejection>,
+    body: TextJson,
 ) -> Result<Json<Value>, ApiError> {
-    let text = text_field(body, "resolution")?;
-    act(&s, &op, id, OperatorAction::Resolve(text)).await
+    act(&s, &op, id, WithText::Resolve.action(body)?).await
 }
 
 async fn revoke_agent(

@@ -180,11 +180,8 @@ pub fn weekly_report(
     use crate::report::{self, Format, Lang, Week, schedule};
     let usage = |flag: &str, e: String| CommandError::Usage(format!("{flag}: {e}"));
     let now = now_ms();
-    let week: Week = match r.week {
-        Some(w) => report::week::parse_relative(w, now, &cfg.tz)
-            .map_err(|e| usage("--week", e.to_string()))?,
-        None => Week::containing(now, &cfg.tz).previous(),
-    };
+    let week: Week = report::week::requested(r.week, now, &cfg.tz)
+        .map_err(|e| usage("--week", e.to_string()))?;
     let format: Format = r.format.parse().map_err(|e| usage("--format", e))?;
     let lang: Lang = match r.lang {
         Some(l) => l.parse().map_err(|e| usage("--lang", e))?,
@@ -192,20 +189,7 @@ pub fn weekly_report(
     };
     let region = r
         .region
-        .map(|code| {
-            let ok = code.split('.').count() <= 3
-                && code
-                    .split('.')
-                    .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_digit()));
-            if ok {
-                Ok(code.to_string())
-            } else {
-                Err(usage(
-                    "--region",
-                    format!("{code:?} is not a region code like 21, 21.71 or 21.71.01"),
-                ))
-            }
-        })
+        .map(|code| crate::domain::parse_region(code).map_err(|e| usage("--region", e.to_string())))
         .transpose()?;
     if !store::db_path(data_dir).is_file() {
         return Err(CommandError::Usage(format!(

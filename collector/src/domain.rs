@@ -70,6 +70,25 @@ impl Serialize for TpsCode {
     }
 }
 
+/// Why a string is not a region code.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0:?} is not a region code like 21, 21.71 or 21.71.01")]
+pub struct BadRegion(pub String);
+
+/// Checks a region code: a province, regency or district in the dotted Kemendagri form
+/// (`21`, `21.71`, `21.71.01`); returns it trimmed.
+pub fn parse_region(s: &str) -> Result<String, BadRegion> {
+    let s = s.trim();
+    let ok = s.split('.').count() <= 3
+        && s.split('.')
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_digit()));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(BadRegion(s.to_string()))
+    }
+}
+
 /// Administrative levels a station is grouped by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RegionLevel {
@@ -228,6 +247,10 @@ mod tests {
         assert_eq!(c.region(RegionLevel::Province), "21");
         assert_eq!(c.region(RegionLevel::Regency), "21.71");
         assert_eq!(c.region(RegionLevel::District), "21.71.01");
+        assert_eq!(parse_region(" 21.71 "), Ok("21.71".to_string()));
+        for bad in ["2171", "21.7", "21.71.01.1001", "ab", ""] {
+            assert!(parse_region(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

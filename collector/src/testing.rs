@@ -91,20 +91,10 @@ impl TestCollector {
 
     /// Polls `/healthz` until it answers, with a deadline.
     pub async fn wait_healthy(&self) -> anyhow::Result<()> {
-        let url = self.url("/healthz");
-        eventually(
+        wait_http_ok(
+            &self.url("/healthz"),
             Duration::from_secs(20),
             "the collector to become healthy",
-            || {
-                let url = url.clone();
-                async move {
-                    reqwest::get(url)
-                        .await
-                        .ok()
-                        .filter(|r| r.status().is_success())
-                        .map(|_| ())
-                }
-            },
         )
         .await
     }
@@ -193,6 +183,18 @@ pub fn read_codes(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
         out.push((r[0].to_string(), r[1].to_string()));
     }
     Ok(out)
+}
+
+/// Polls `url` until it answers with a success status, up to `limit`.
+pub async fn wait_http_ok(url: &str, limit: Duration, what: &str) -> anyhow::Result<()> {
+    eventually(limit, what, || async {
+        reqwest::get(url)
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+            .map(|_| ())
+    })
+    .await
 }
 
 /// Polls `check` every 20 ms until it returns `Some`, failing after `limit`.

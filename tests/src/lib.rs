@@ -24,7 +24,7 @@ use tps_proto::v1 as pb;
 use tps_proto::v1::collector_client::CollectorClient;
 
 pub use tps_collector::testing::{
-    TestCollector, deploy_file, eventually, kepri_registry, read_codes,
+    TestCollector, deploy_file, eventually, kepri_registry, read_codes, wait_http_ok,
 };
 
 /// An enrolled agent as the tests see it: a gRPC client and its bearer token.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::eventually;
+use crate::wait_http_ok;
 
 /// A running VictoriaMetrics process we started (stopped by its PID, on drop too).
 #[derive(Debug)]
@@ -74,20 +74,10 @@ impl VictoriaMetrics {
             .stderr(Stdio::null())
             .spawn()?;
         self.child = Some(child);
-        let url = format!("{}/health", self.url());
-        eventually(
+        wait_http_ok(
+            &format!("{}/health", self.url()),
             Duration::from_secs(30),
             "VictoriaMetrics to answer /health",
-            || {
-                let url = url.clone();
-                async move {
-                    reqwest::get(url)
-                        .await
-                        .ok()
-                        .filter(|r| r.status().is_success())
-                        .map(|_| ())
-                }
-            },
         )
         .await
     }

@@ -70,10 +70,8 @@ async fn weekly(
     require(&op, Role::Viewer)?;
     let now = now_ms();
     let cfg = s.report.clone();
-    let week: Week = match q.get("week").map(|w| w.trim()).filter(|w| !w.is_empty()) {
-        Some(w) => super::week::parse_relative(w, now, &cfg.tz).map_err(|e| bad("week", e))?,
-        None => Week::containing(now, &cfg.tz).previous(),
-    };
+    let week: Week = super::week::requested(q.get("week").map(String::as_str), now, &cfg.tz)
+        .map_err(|e| bad("week", e))?;
     let format: Format = match q.get("format") {
         Some(f) => f.parse().map_err(|e: String| bad("format", e))?,
         None => Format::Html,

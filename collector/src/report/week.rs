@@ -73,13 +73,13 @@ impl Week {
     }
 }
 
-/// A week as asked for: `current` (the week running now), `last` (the one before), or
-/// an ISO week like `2026-W48`.
-pub fn parse_relative(s: &str, now_ms: i64, tz: &TimeZone) -> Result<Week, BadWeek> {
-    match s.trim() {
-        "current" => Ok(Week::containing(now_ms, tz)),
-        "last" | "previous" => Ok(Week::containing(now_ms, tz).previous()),
-        other => other.parse(),
+/// A week as asked for: `current` (the week running now), `last` (the one before; also
+/// when nothing is asked), or an ISO week like `2026-W48`.
+pub fn requested(s: Option<&str>, now_ms: i64, tz: &TimeZone) -> Result<Week, BadWeek> {
+    match s.map(str::trim).filter(|s| !s.is_empty()) {
+        Some("current") => Ok(Week::containing(now_ms, tz)),
+        None | Some("last" | "previous") => Ok(Week::containing(now_ms, tz).previous()),
+        Some(other) => other.parse(),
     }
 }
 
@@ -147,9 +147,16 @@ mod tests {
         assert_eq!(Week::containing(start, &jakarta()), w);
         assert_eq!(Week::containing(start - 1, &jakarta()), w.previous());
         assert_eq!(w.previous().to_string(), "2026-W47");
-        assert_eq!(parse_relative("current", start + 1, &jakarta()).unwrap(), w);
         assert_eq!(
-            parse_relative("last", start + 1, &jakarta()).unwrap(),
+            requested(Some("current"), start + 1, &jakarta()).unwrap(),
+            w
+        );
+        assert_eq!(
+            requested(Some("last"), start + 1, &jakarta()).unwrap(),
+            w.previous()
+        );
+        assert_eq!(
+            requested(None, start + 1, &jakarta()).unwrap(),
             w.previous()
         );
         assert_eq!(

@@ -9,12 +9,14 @@
 //! - [`history`]: seeds weeks of status history, agents, rollups and flags.
 //! - [`fleet`]: the fleet simulator (the agent's own code, synthetic probes).
 //! - [`process`]: a collector as its own process; RSS and CPU from `/proc`.
+//! - [`stats`]: medians and percentiles of benchmark samples.
 //! - [`victoria`]: a real VictoriaMetrics server for the InfluxDB sink's tests.
 
 pub mod browser;
 pub mod fleet;
 pub mod history;
 pub mod process;
+pub mod stats;
 pub mod victoria;
 
 use std::path::Path;

@@ -14,6 +14,7 @@ use clap::Parser;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tps_tests::process::{cpu_seconds, status_mb};
+use tps_tests::stats::median;
 use tps_tests::{Agent, TestCollector, kepri_registry};
 
 #[derive(Parser)]
@@ -149,10 +150,6 @@ async fn main() -> anyhow::Result<()> {
         wire.push(per_day / 1e6);
         child.kill().await?;
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     println!(
         "median: RSS {:.1} MB, CPU {:.3}% of one core, {:.2} MB/day on the wire",
         median(&mut rss),

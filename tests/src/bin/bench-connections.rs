@@ -29,6 +29,7 @@ use tps_agent::backoff::Backoff;
 use tps_agent::uplink::{self, PushError, Uplink};
 use tps_proto::v1 as pb;
 use tps_tests::process::{CollectorProcess, cpu_seconds, status_mb};
+use tps_tests::stats::percentile;
 use tps_tests::{agent_status, measurement, now_ms, read_codes};
 
 #[derive(Parser)]
@@ -68,7 +69,7 @@ struct Shared {
     errors_unavailable: AtomicU64, // transient: unavailable, connection refused, timeouts
     errors_other: AtomicU64,
     enroll_retries: AtomicU64,
-    latencies_ms: Mutex<Vec<f32>>,
+    latencies_ms: Mutex<Vec<f64>>,
 }
 
 impl Shared {
@@ -161,7 +162,7 @@ async fn play(
             .await
         {
             Ok(r) => {
-                let ms = started.elapsed().as_secs_f32() * 1000.0;
+                let ms = started.elapsed().as_secs_f64() * 1000.0;
                 if let Ok(mut l) = shared.latencies_ms.lock()
                     && l.len() < 2_000_000
                 {
@@ -185,14 +186,6 @@ async fn play(
             }
         }
     }
-}
-
-fn pct(v: &mut [f32], p: f64) -> f32 {
-    if v.is_empty() {
-        return f32::NAN;
-    }
-    v.sort_by(f32::total_cmp);
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
 fn fds(pid: u32) -> usize {
@@ -351,8 +344,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!(
         "  collector CPU {cpu:.1} % of one core; {:.0} pushes/s; push latency p50 {:.2} ms, p99 {:.2} ms; simulator RSS {:.0} MB",
         (shared.pushes_ok.load(Ordering::Relaxed) - pushes0) as f64 / held,
-        pct(&mut lat, 0.5),
-        pct(&mut lat, 0.99),
+        percentile(&mut lat, 0.5),
+        percentile(&mut lat, 0.99),
         status_mb(own, "VmRSS:")
     );
     println!(

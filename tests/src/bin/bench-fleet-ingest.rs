@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use tps_tests::fleet::{FleetConfig, drain_backlog};
 use tps_tests::process::{CollectorProcess, cpu_seconds};
+use tps_tests::stats::median;
 use tps_tests::{kepri_registry, read_codes};
 
 #[derive(Parser)]
@@ -97,10 +98,6 @@ fn main() -> anyhow::Result<()> {
         rates.push(rate);
         drop(collector);
     }
-    rates.sort_by(f64::total_cmp);
-    println!(
-        "median {:.0} measurements/s durable",
-        rates[rates.len() / 2]
-    );
+    println!("median {:.0} measurements/s durable", median(&mut rates));
     Ok(())
 }

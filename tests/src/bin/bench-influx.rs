@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use tps_collector::influx::InfluxConfig;
 use tps_proto::v1::collector_client::CollectorClient;
+use tps_tests::stats::median;
 use tps_tests::victoria::VictoriaMetrics;
 use tps_tests::{
     Agent, TestCollector, eventually, kepri_registry, measurement, now_ms, push_request,
@@ -86,11 +87,10 @@ async fn main() -> anyhow::Result<()> {
         println!("run {run}: {r:>9.0} points/s written to VictoriaMetrics");
         rates.push(r);
     }
-    rates.sort_by(f64::total_cmp);
     println!(
         "median of {}: {:.0} points/s ({} measurements backlog, batches of {})",
         args.runs,
-        rates[rates.len() / 2],
+        median(&mut rates),
         args.measurements,
         args.batch_size
     );

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use tps_collector::store::Synchronous;
 use tps_proto::v1::collector_client::CollectorClient;
+use tps_tests::stats::median;
 use tps_tests::{TestCollector, kepri_registry, measurement, now_ms, push_request};
 
 #[derive(Parser)]
@@ -101,11 +102,10 @@ async fn main() -> anyhow::Result<()> {
         println!("run {run}: {rate:>10.0} measurements/s durable ({push_rate:.0} pushes/s)");
         rates.push(rate);
     }
-    rates.sort_by(f64::total_cmp);
     println!(
         "median of {} runs: {:.0} measurements/s ({} connections x {}-measurement pushes, synchronous={})",
         args.runs,
-        rates[rates.len() / 2],
+        median(&mut rates),
         args.connections,
         args.batch,
         args.synchronous

@@ -13,6 +13,7 @@ use clap::Parser;
 use rusqlite::params;
 use tps_collector::report::schedule::ReportConfig;
 use tps_tests::process::status_mb;
+use tps_tests::stats::median;
 use tps_tests::{history, now_ms, open_store};
 
 #[derive(Parser)]
@@ -26,11 +27,6 @@ struct Args {
     /// Measurements to fold for the rollup figure (0: skip).
     #[arg(long, default_value_t = 2_000_000)]
     rollup_measurements: u64,
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() -> anyhow::Result<()> {

@@ -13,6 +13,7 @@ use clap::Parser;
 use tps_proto::v1 as pb;
 use tps_proto::v1::collector_client::CollectorClient;
 use tps_tests::process::{CollectorProcess, status_mb};
+use tps_tests::stats::{median, percentile};
 use tps_tests::{eventually, measurement, now_ms, push_request, read_codes};
 
 #[derive(Parser)]
@@ -28,11 +29,6 @@ struct Args {
     requests: usize,
     #[arg(long, default_value_t = 3)]
     runs: usize,
-}
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
 #[tokio::main]
@@ -134,14 +130,14 @@ async fn main() -> anyhow::Result<()> {
                 get(path).await?;
                 lat.push(t.elapsed().as_secs_f64() * 1000.0);
             }
-            let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
+            let (p50, p99) = (percentile(&mut lat, 0.5), percentile(&mut lat, 0.99));
             println!(
                 "{path} run {r}: p50 {p50:.2} ms, p99 {p99:.2} ms ({} requests)",
                 args.requests
             );
             p99s.push(p99);
         }
-        println!("{path}: median p99 {:.2} ms", pct(&mut p99s, 0.5));
+        println!("{path}: median p99 {:.2} ms", median(&mut p99s));
     }
     println!(
         "collector RSS at the end: {:.0} MB",

@@ -133,6 +133,20 @@ fn round(rng: &mut StdRng, profile: Profile, base_rtt: f64, down: bool) -> Round
     tps_agent::stats::summarize(&results)
 }
 
+/// One round's spool entries, a round per target from `round`.
+fn entries(start_ms: i64, mut round: impl FnMut() -> Round) -> Vec<NewEntry> {
+    TARGETS
+        .iter()
+        .map(|t| NewEntry {
+            start_ms,
+            target_name: t.to_string(),
+            target_address: "192.0.2.1".into(),
+            method: Method::Icmp,
+            round: round(),
+        })
+        .collect()
+}
+
 /// Enrolls (or reuses stored credentials) and returns them.
 async fn credentials_for(
     f: &FleetConfig,
@@ -201,13 +215,8 @@ pub async fn drain_backlog(
             let entries: Vec<NewEntry> = chunk
                 .iter()
                 .flat_map(|&k| {
-                    let round = round(&mut rng, Profile::Good, 40.0, false);
-                    TARGETS.iter().map(move |t| NewEntry {
-                        start_ms: start + k as i64 * 30_000,
-                        target_name: t.to_string(),
-                        target_address: "192.0.2.1".into(),
-                        method: Method::Icmp,
-                        round,
+                    entries(start + k as i64 * 30_000, || {
+                        round(&mut rng, Profile::Good, 40.0, false)
                     })
                 })
                 .collect();
@@ -326,16 +335,9 @@ async fn play(f: Arc<FleetConfig>, tps: String, code: String, profile: Profile, 
             continue; // powered off: nothing is measured
         }
         let start_ms = run::now_ms();
-        let entries: Vec<NewEntry> = TARGETS
-            .iter()
-            .map(|t| NewEntry {
-                start_ms,
-                target_name: t.to_string(),
-                target_address: "192.0.2.1".into(),
-                method: Method::Icmp,
-                round: round(&mut rng, profile, base_rtt, outage == Some(true)),
-            })
-            .collect();
+        let entries = entries(start_ms, || {
+            round(&mut rng, profile, base_rtt, outage == Some(true))
+        });
         if let Err(e) = with_spool(&spool, move |s| s.append(&entries, start_ms)).await {
             tracing::warn!(%tps, error = %e, "spool write failed");
         }

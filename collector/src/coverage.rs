@@ -603,14 +603,15 @@ impl Coverage {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::domain::{Method, Rtt};
 
     const MIN: i64 = 60_000;
     const T0: i64 = 1_790_000_000_000;
 
-    fn station(code: &str) -> Station {
+    /// A station of village 21.71.01.1002 (also used by the follow-up tests).
+    pub(crate) fn station(code: &str) -> Station {
         Station {
             tps_code: code.parse().unwrap(),
             village_code: "21.71.01.1002".into(),

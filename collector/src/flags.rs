@@ -542,26 +542,16 @@ pub fn act(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::coverage::tests::station;
     use crate::coverage::{PushFacts, Rules};
-    use crate::domain::{Method, Rtt, Station};
+    use crate::domain::{Method, Rtt};
 
     const MIN: i64 = 60_000;
     const T0: i64 = 1_790_000_000_000;
 
     fn setup() -> (Coverage, TpsCode, TpsCode) {
-        let st = |c: &str| Station {
-            tps_code: c.parse().unwrap(),
-            village_code: "21.71.01.1002".into(),
-            village: "v".into(),
-            district: "d".into(),
-            regency: "r".into(),
-            province: "p".into(),
-            lat: None,
-            lon: None,
-            voters: 1,
-        };
-        let a = st("2171011002001");
-        let b = st("2171011002002");
+        let a = station("2171011002001");
+        let b = station("2171011002002");
         let mut c = Coverage::new(Rules::default(), &[a.clone(), b.clone()], T0);
         c.add_agent(1, &a.tps_code, None, None, false);
         (c, a.tps_code, b.tps_code)

@@ -11,6 +11,8 @@ pub struct Backoff {
     jitter: f64,
     max: Duration,
     current: Duration,
+    /// Waits handed out since the last success: 1 on the first failure of a streak.
+    failures: u32,
 }
 
 impl Default for Backoff {
@@ -27,6 +29,7 @@ impl Backoff {
             jitter,
             max,
             current: initial,
+            failures: 0,
         }
     }
 
@@ -35,6 +38,7 @@ impl Backoff {
         let spread = 1.0 + self.jitter * (2.0 * unit - 1.0);
         let wait = self.current.mul_f64(spread);
         self.current = self.current.mul_f64(self.multiplier).min(self.max);
+        self.failures = self.failures.saturating_add(1);
         wait
     }
 
@@ -45,6 +49,12 @@ impl Backoff {
     /// After a success, start again from the initial wait.
     pub fn reset(&mut self) {
         self.current = self.initial;
+        self.failures = 0;
+    }
+
+    /// Failures in a row (waits handed out since the last success).
+    pub fn failures(&self) -> u32 {
+        self.failures
     }
 }
 

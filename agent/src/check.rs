@@ -94,6 +94,10 @@ pub async fn check(config: &Config) -> Report {
 
     // 2. One push (enrolled), or a reachability test (dry run).
     let _ = writeln!(out, "\nCollector {}:", config.collector);
+    if let Err(advice) = crate::probe::lookup(&host).await {
+        let _ = writeln!(out, "  name resolves:  NO");
+        problems.push(advice);
+    }
     match creds {
         Ok(c) => {
             let spool = match run::open_spool(config) {
@@ -105,7 +109,12 @@ pub async fn check(config: &Config) -> Report {
             };
             if let Some(spool) = spool {
                 let entries = run::round_entries(outcomes.clone(), start_ms);
-                let _ = with_spool(&spool, move |s| s.append(&entries, start_ms)).await;
+                if let Err(e) = with_spool(&spool, move |s| s.append(&entries, start_ms)).await {
+                    problems.push(format!(
+                        "this round could not be spooled: {}",
+                        run::storage_advice(&e, config).unwrap_or_else(|| e.to_string())
+                    ));
+                }
                 match uplink::channel(&config.collector, config.ca_cert.as_deref()) {
                     Err(e) => problems.push(e.to_string()),
                     Ok(ch) => {

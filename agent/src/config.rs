@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::platform::{Defaults, Device};
+
 /// How a target is probed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -109,8 +111,6 @@ fn icmp() -> Method {
     Method::Icmp
 }
 
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/tps-agent";
-
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
@@ -134,7 +134,12 @@ pub fn collector_host(url: &str) -> Option<String> {
     (!host.is_empty()).then(|| host.to_string())
 }
 
+/// Parses with this device's defaults (a router keeps its state on flash).
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    parse_with(text, path, &Device::detect().defaults())
+}
+
+pub fn parse_with(text: &str, path: &Path, defaults: &Defaults) -> Result<Config, ConfigError> {
     let raw: Raw = toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -199,7 +204,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let spool_max_age = Duration::from_secs(
         86_400 * secs("spool.max_age_days", raw.spool.max_age_days, 7, 1, 365)?,
     );
-    let spool_max_bytes = secs("spool.max_mb", raw.spool.max_mb, 64, 1, 4096)? * 1024 * 1024;
+    let spool_max_bytes = secs(
+        "spool.max_mb",
+        raw.spool.max_mb,
+        defaults.spool_max_mb,
+        1,
+        4096,
+    )? * 1024
+        * 1024;
 
     let mut targets = Vec::new();
     if raw.targets.is_empty() {
@@ -264,10 +276,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     Ok(Config {
         collector: raw.collector,
         ca_cert: raw.ca_cert.map(resolve),
-        state_dir: resolve(
-            raw.state_dir
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
-        ),
+        state_dir: resolve(raw.state_dir.unwrap_or_else(|| defaults.state_dir.clone())),
         targets,
         probe_interval,
         echoes,
@@ -283,7 +292,11 @@ mod tests {
     use super::*;
 
     fn p(text: &str) -> Result<Config, ConfigError> {
-        parse(text, Path::new("/etc/tps-agent/agent.toml"))
+        parse_with(
+            text,
+            Path::new("/etc/tps-agent/agent.toml"),
+            &Device::Linux.defaults(),
+        )
     }
 
     #[test]
@@ -296,7 +309,23 @@ mod tests {
         assert_eq!(c.push_interval, Duration::from_secs(60));
         assert_eq!(c.spool_max_bytes, 64 * 1024 * 1024);
         assert_eq!(c.spool_max_age, Duration::from_secs(7 * 86_400));
-        assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/tps-agent"));
+    }
+
+    #[test]
+    fn a_router_defaults_to_flash_and_a_small_spool() {
+        let text = "collector = \"https://c.example:50051\"\n";
+        let path = Path::new("/etc/tps-agent/agent.toml");
+        let c = parse_with(text, path, &Device::OpenWrt.defaults()).unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/etc/tps-agent/state"));
+        assert_eq!(c.spool_max_bytes, 4 * 1024 * 1024);
+        let c = parse_with(
+            &format!("{text}[spool]\nmax_mb = 9\n"),
+            path,
+            &Device::OpenWrt.defaults(),
+        )
+        .unwrap();
+        assert_eq!(c.spool_max_bytes, 9 * 1024 * 1024, "the config wins");
     }
 
     #[test]

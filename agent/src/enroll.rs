@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 use tps_proto::v1 as pb;
 
-use crate::config::{self, DEFAULT_STATE_DIR};
+use crate::config;
 use crate::credentials::{self, Credentials, CredentialsError};
+use crate::platform::Device;
 use crate::system::SystemInfo;
 use crate::uplink;
 
@@ -28,6 +29,9 @@ pub enum EnrollError {
     Connect(#[from] uplink::ConnectError),
     #[error("enrollment failed: {0}")]
     Refused(String),
+    /// The collector's host name does not resolve; says what to change on the device.
+    #[error("enrollment failed: {0}")]
+    Resolve(String),
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
     #[error("cannot write {path}: {source}")]
@@ -63,12 +67,17 @@ pub async fn enroll(args: &EnrollArgs) -> Result<Credentials, EnrollError> {
         .state_dir
         .clone()
         .or_else(|| existing.as_ref().map(|c| c.state_dir.clone()))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        .unwrap_or_else(|| Device::detect().defaults().state_dir);
     let ca = args
         .ca_cert
         .clone()
         .or_else(|| existing.as_ref().and_then(|c| c.ca_cert.clone()));
     let channel = uplink::channel(&args.collector, ca.as_deref())?;
+    if let Some(host) = config::collector_host(&args.collector) {
+        crate::probe::lookup(&host)
+            .await
+            .map_err(EnrollError::Resolve)?;
+    }
     let sys = SystemInfo::new();
     let facts = pb::AgentFacts {
         hostname: sys.hostname().to_string(),

@@ -11,6 +11,8 @@
 //! - [`uplink`]: the gRPC client; [`backoff`] paces retries; [`wire`] is the edge
 //!   where spool entries become `tps.v1` messages.
 //! - [`credentials`]: agent id and token, file mode 0600.
+//! - [`platform`]: what differs between a Linux PC and an OpenWrt router (default
+//!   paths and spool bound, what to tell the operator to change).
 //! - [`run`]: the probe loop and the push loop; [`check`]: the field check;
 //!   [`enroll`]: enrollment and writing the config.
 
@@ -20,6 +22,7 @@ pub mod config;
 pub mod credentials;
 pub mod enroll;
 pub mod gateway;
+pub mod platform;
 pub mod probe;
 pub mod run;
 pub mod spool;

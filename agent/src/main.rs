@@ -3,6 +3,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use tps_agent::{check, config, credentials, enroll, run};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 const DEFAULT_CONFIG: &str = "/etc/tps-agent/agent.toml";
 
@@ -44,13 +46,21 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    // RUST_LOG as `level` or `target=level,...` (no regex directives: they cost a router
+    // ~150 KB of flash).
+    let filter: tracing_subscriber::filter::Targets = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)
+        });
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with(filter)
         .init();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -99,9 +109,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 c.tps_code, c.agent_id, c.collector
             );
             println!(
-                "config: {}. Next: tps-agent check --config {}",
+                "config: {}. {}",
                 cli.config.display(),
-                cli.config.display()
+                tps_agent::platform::Device::detect().start_hint(&cli.config)
             );
         }
         Command::Check => {

@@ -8,21 +8,12 @@ use std::time::{Duration, Instant};
 use surge_ping::{Client, Config as PingConfig, ICMP, PingIdentifier, PingSequence, Pinger};
 
 use crate::config::{Address, Method, Target};
+use crate::platform::Device;
 use crate::stats::{self, Round};
 
 /// Pause between the echoes of one round, so a round is not a burst.
 const ECHO_GAP: Duration = Duration::from_millis(200);
 const PAYLOAD: [u8; 16] = *b"tps-agent-probe!";
-
-/// Why ICMP sockets could not be opened, with what to change.
-pub fn icmp_advice(err: &std::io::Error) -> String {
-    format!(
-        "cannot open an ICMP socket ({err}). Allow unprivileged ping with \
-         `sysctl -w net.ipv4.ping_group_range=\"0 2147483647\"` (and net.ipv6 likewise), \
-         or give the agent CAP_NET_RAW (the systemd unit does: AmbientCapabilities=CAP_NET_RAW). \
-         Until then only targets with a port are probed, over TCP."
-    )
-}
 
 /// The ICMP sockets, one per address family, shared by every target's prober.
 #[derive(Clone)]
@@ -45,7 +36,8 @@ impl IcmpSockets {
     /// `ping_group_range` allows (surge-ping tries both).
     pub fn open() -> IcmpSockets {
         let open = |kind| {
-            Client::new(&PingConfig::builder().kind(kind).build()).map_err(|e| icmp_advice(&e))
+            Client::new(&PingConfig::builder().kind(kind).build())
+                .map_err(|e| Device::detect().icmp_advice(&e))
         };
         IcmpSockets {
             v4: open(ICMP::V4),
@@ -184,6 +176,30 @@ pub async fn tcp_connect_time(addr: SocketAddr, timeout: Duration) -> Option<Dur
         Ok(Ok(_stream)) => Some(t0.elapsed()),
         _ => None,
     }
+}
+
+/// Resolves a host name (or an address literal) as connections do: `/etc/hosts`, then
+/// the DNS servers of `/etc/resolv.conf`. The error says what to change on the device.
+pub async fn lookup(host: &str) -> Result<IpAddr, String> {
+    if let Ok(ip) = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
+        return Ok(ip);
+    }
+    let why =
+        match tokio::time::timeout(Duration::from_secs(10), tokio::net::lookup_host((host, 0)))
+            .await
+        {
+            Ok(Ok(mut found)) => match found.next() {
+                Some(a) => return Ok(a.ip()),
+                None => "no address".to_string(),
+            },
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer within 10 s".to_string(),
+        };
+    Err(Device::detect().resolve_advice(host, &why))
 }
 
 /// Resolves a target's address to one IP: the gateway from the routing table, the

@@ -13,6 +13,7 @@ use tokio::time::MissedTickBehavior;
 use crate::backoff::Backoff;
 use crate::config::{self, Config};
 use crate::credentials::{self, Credentials};
+use crate::platform::Device;
 use crate::probe::{IcmpSockets, Outcome, TargetProber};
 use crate::spool::{NewEntry, Spool, SpoolError};
 use crate::system::SystemInfo;
@@ -28,6 +29,9 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum RunError {
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    /// The state directory refuses writes; the text says what to change on the device.
+    #[error("{0}")]
+    Storage(String),
     #[error(transparent)]
     Connect(#[from] uplink::ConnectError),
 }
@@ -65,12 +69,27 @@ pub fn primary(config: &Config) -> &str {
         .unwrap_or("")
 }
 
-pub fn open_spool(config: &Config) -> Result<SharedSpool, SpoolError> {
-    Ok(Arc::new(Mutex::new(Spool::open(
+/// Opens the spool; a state directory that refuses writes is told with what to change.
+pub fn open_spool(config: &Config) -> Result<SharedSpool, RunError> {
+    match Spool::open(
         &config.state_dir,
         config.spool_max_age,
         config.spool_max_bytes,
-    )?)))
+    ) {
+        Ok(s) => Ok(Arc::new(Mutex::new(s))),
+        Err(e) => match storage_advice(&e, config) {
+            Some(advice) => Err(RunError::Storage(format!(
+                "cannot open the spool: {advice}"
+            ))),
+            None => Err(e.into()),
+        },
+    }
+}
+
+/// What to change on the device when a spool error is the state directory's fault.
+pub fn storage_advice(e: &SpoolError, config: &Config) -> Option<String> {
+    e.storage_problem(&config.state_dir)
+        .map(|p| Device::detect().storage_advice(p, &config.state_dir))
 }
 
 /// The probers for a config's targets; says once, at start, what cannot be probed.
@@ -147,6 +166,8 @@ pub async fn probe_loop(config: Config, spool: SharedSpool) {
     let mut probers = probers(&config);
     let mut tick = tokio::time::interval(config.probe_interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    // Rounds lost in a row; the advice is logged once per streak, not every round.
+    let mut failing = 0u64;
     loop {
         tick.tick().await;
         let start_ms = now_ms();
@@ -155,8 +176,22 @@ pub async fn probe_loop(config: Config, spool: SharedSpool) {
         let batch = round_entries(outcomes, start_ms);
         let n = batch.len();
         match with_spool(&spool, move |s| s.append(&batch, start_ms)).await {
-            Ok(_) => tracing::debug!(measurements = n, "round spooled"),
-            Err(e) => tracing::error!(error = %e, "cannot write the spool; this round is lost"),
+            Ok(_) => {
+                if failing > 0 {
+                    tracing::info!(lost = failing, "the spool takes rounds again");
+                }
+                failing = 0;
+                tracing::debug!(measurements = n, "round spooled");
+            }
+            Err(e) => {
+                failing += 1;
+                if failing == 1 {
+                    let advice = storage_advice(&e, &config).unwrap_or_default();
+                    tracing::error!(error = %e, "cannot write the spool; this round is lost. {advice}");
+                } else {
+                    tracing::debug!(error = %e, lost = failing, "cannot write the spool; this round is lost");
+                }
+            }
         }
     }
 }
@@ -280,6 +315,13 @@ pub async fn push_loop(
             }
             Err(e) => {
                 let wait = backoff.wait();
+                if backoff.failures() == 1 {
+                    // The first failure of a streak: say what to change if it is the name.
+                    let host = config::collector_host(&config.collector).unwrap_or_default();
+                    if let Err(advice) = crate::probe::lookup(&host).await {
+                        tracing::error!("{advice} Measurements stay spooled.");
+                    }
+                }
                 tracing::warn!(error = %e, retry_in = ?wait, spooled = depth, "push failed; measurements stay spooled");
                 tokio::time::sleep(wait).await;
             }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::config::Method;
+use crate::platform::StorageProblem;
 use crate::stats::{Round, RttStats};
 
 /// One spooled measurement.
@@ -48,6 +49,46 @@ pub enum SpoolError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+}
+
+impl SpoolError {
+    /// Whether the error is the state directory refusing writes (read-only, full, not
+    /// ours), which the operator must fix on the device; `dir` is probed to tell which.
+    pub fn storage_problem(&self, dir: &Path) -> Option<StorageProblem> {
+        use rusqlite::ErrorCode as C;
+        match self {
+            SpoolError::Dir { source, .. } => io_problem(source),
+            SpoolError::Sql(rusqlite::Error::SqliteFailure(e, _)) => match e.code {
+                C::DiskFull => Some(StorageProblem::Full),
+                C::ReadOnly | C::CannotOpen | C::PermissionDenied | C::SystemIoFailure => {
+                    probe_dir(dir)
+                }
+                _ => None,
+            },
+            SpoolError::Sql(_) => None,
+        }
+    }
+}
+
+fn io_problem(e: &std::io::Error) -> Option<StorageProblem> {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::ReadOnlyFilesystem => Some(StorageProblem::ReadOnly),
+        K::StorageFull | K::QuotaExceeded => Some(StorageProblem::Full),
+        K::PermissionDenied => Some(StorageProblem::PermissionDenied),
+        _ => None,
+    }
+}
+
+/// Writes and removes a small file in `dir` to learn why SQLite could not write there.
+fn probe_dir(dir: &Path) -> Option<StorageProblem> {
+    let p = dir.join(".tps-agent-write-test");
+    let r = std::fs::write(&p, [0u8; 4096]).and_then(|()| std::fs::File::open(&p)?.sync_all());
+    let _ = std::fs::remove_file(&p);
+    match r {
+        Ok(()) => None,
+        Err(e) => io_problem(&e),
+    }
 }
 
 /// The spool; one per agent process.

@@ -1,0 +1,1 @@
+/etc/tps-agent/

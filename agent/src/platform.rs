@@ -62,20 +62,21 @@ impl Device {
 
     /// What to do when no ICMP socket can be opened.
     pub fn icmp_advice(self, err: &std::io::Error) -> String {
-        let sysctl = "net.ipv4.ping_group_range=\"0 2147483647\" (it covers IPv6 too)";
+        // The kind only: surge-ping's own text carries advice for desktops (sudo, setcap).
+        let err = std::io::Error::from(err.kind());
         match self {
             Device::Linux => format!(
                 "cannot open an ICMP socket ({err}). Give the agent CAP_NET_RAW (the systemd unit \
                  does: AmbientCapabilities=CAP_NET_RAW) or allow unprivileged ping with \
-                 `sysctl -w {sysctl}`, kept in /etc/sysctl.d/. Until then only targets with a \
-                 port are probed, over TCP."
+                 `sysctl -w net.ipv4.ping_group_range=\"0 2147483647\"` (it covers IPv6 too), \
+                 kept in /etc/sysctl.d/. Until then only targets with a port are probed, over TCP."
             ),
             Device::OpenWrt => format!(
                 "cannot open an ICMP socket ({err}). Run the agent as root from \
-                 /etc/init.d/tps-agent (procd's default), or allow unprivileged ping: \
-                 `echo 'net.ipv4.ping_group_range=0 2147483647' > /etc/sysctl.d/99-tps-agent.conf; \
-                 sysctl -p /etc/sysctl.d/99-tps-agent.conf` ({sysctl}). Until then only targets \
-                 with a port are probed, over TCP."
+                 /etc/init.d/tps-agent (procd's default), or allow unprivileged ping (IPv4 and \
+                 IPv6): `echo 'net.ipv4.ping_group_range=0 2147483647' > \
+                 /etc/sysctl.d/99-tps-agent.conf; sysctl -p /etc/sysctl.d/99-tps-agent.conf`. \
+                 Until then only targets with a port are probed, over TCP."
             ),
         }
     }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use tps_agent::credentials;
 use tps_agent::spool::Spool;
-use tps_collector::testing::{TestCollector, eventually, kepri_registry};
+use tps_collector::testing::{
+    TestCollector, assert_complete_and_ordered, eventually, kepri_registry, stored_seqs,
+};
 
 const VILLAGE: &str = "21.71.01.1002";
 const WAIT: Duration = Duration::from_secs(60);
@@ -121,14 +123,7 @@ async fn running_agent(
 }
 
 fn stored(s: &Setup, agent_id: u64) -> anyhow::Result<Vec<(u64, i64)>> {
-    let conn = tps_collector::store::open(
-        &s.collector.data_dir,
-        tps_collector::store::Synchronous::Full,
-    )?;
-    Ok(tps_collector::store::measurements_of(&conn, agent_id)?
-        .into_iter()
-        .map(|m| (m.seq, m.start_ms))
-        .collect())
+    stored_seqs(&s.collector.data_dir, agent_id)
 }
 
 fn spool_state(state_dir: &Path) -> anyhow::Result<(u64, u64, u64)> {
@@ -144,21 +139,6 @@ fn run_agent_process(config: &Path) -> anyhow::Result<Child> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?)
-}
-
-/// Every seq from 1 to `upto` stored once, in the order the rounds were taken.
-fn assert_complete_and_ordered(rows: &[(u64, i64)], upto: u64) {
-    let seqs: Vec<u64> = rows.iter().map(|r| r.0).collect();
-    assert!(
-        seqs.len() as u64 >= upto && seqs.iter().take(upto as usize).copied().eq(1..=upto),
-        "expected every seq 1..={upto}, got {} rows: {:?}…",
-        seqs.len(),
-        &seqs[..seqs.len().min(20)]
-    );
-    assert!(
-        rows.windows(2).all(|w| w[0].1 <= w[1].1),
-        "start times follow sequence order"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

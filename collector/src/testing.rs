@@ -214,3 +214,27 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// (seq, start_ms) of every measurement stored for an agent, read from the store file.
+pub fn stored_seqs(data_dir: &Path, agent_id: u64) -> anyhow::Result<Vec<(u64, i64)>> {
+    let conn = crate::store::open(data_dir, crate::store::Synchronous::Full)?;
+    Ok(crate::store::measurements_of(&conn, agent_id)?
+        .into_iter()
+        .map(|m| (m.seq, m.start_ms))
+        .collect())
+}
+
+/// Every seq from 1 to `upto` stored once, in the order the rounds were taken.
+pub fn assert_complete_and_ordered(rows: &[(u64, i64)], upto: u64) {
+    let seqs: Vec<u64> = rows.iter().map(|r| r.0).collect();
+    assert!(
+        seqs.len() as u64 >= upto && seqs.iter().take(upto as usize).copied().eq(1..=upto),
+        "expected every seq 1..={upto}, got {} rows: {:?}…",
+        seqs.len(),
+        &seqs[..seqs.len().min(20)]
+    );
+    assert!(
+        rows.windows(2).all(|w| w[0].1 <= w[1].1),
+        "start times follow sequence order"
+    );
+}

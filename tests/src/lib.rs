@@ -9,6 +9,7 @@
 //! - [`history`]: seeds weeks of status history, agents, rollups and flags.
 //! - [`fleet`]: the fleet simulator (the agent's own code, synthetic probes).
 //! - [`process`]: a collector as its own process; RSS and CPU from `/proc`.
+//! - [`router`]: a cross-built agent under qemu-user in a chroot with no libc.
 //! - [`stats`]: medians and percentiles of benchmark samples.
 //! - [`victoria`]: a real VictoriaMetrics server for the InfluxDB sink's tests.
 
@@ -16,6 +17,7 @@ pub mod browser;
 pub mod fleet;
 pub mod history;
 pub mod process;
+pub mod router;
 pub mod stats;
 pub mod victoria;
 

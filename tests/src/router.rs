@@ -26,6 +26,12 @@ pub const ARMV7: Arch = Arch {
     qemu: "qemu-arm-static",
 };
 
+/// Built with a patched surge-ping (see `scripts/cross`).
+pub const MIPSEL: Arch = Arch {
+    triple: "mipsel-unknown-linux-gnu",
+    qemu: "qemu-mipsel-static",
+};
+
 /// Where `scripts/cross` leaves a target's binary.
 pub fn binary(arch: Arch) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use tps_agent::spool::Spool;
-use tps_tests::router::{AARCH64, ARMV7, Arch, RouterRoot, built};
+use tps_tests::router::{AARCH64, ARMV7, Arch, MIPSEL, RouterRoot, built};
 use tps_tests::{TestCollector, eventually, kepri_registry};
 
 const VILLAGE: &str = "21.71.01.1002";
@@ -161,6 +161,12 @@ async fn aarch64_router_enrolls_by_name_checks_and_loses_nothing_when_killed() -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn armv7_router_enrolls_by_name_checks_and_loses_nothing_when_killed() -> anyhow::Result<()> {
     router_end_to_end(ARMV7).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mipsel_router_enrolls_by_name_checks_and_loses_nothing_when_killed() -> anyhow::Result<()>
+{
+    router_end_to_end(MIPSEL).await
 }
 
 /// An unresolvable name, no ICMP, a read-only and a full state directory: each time

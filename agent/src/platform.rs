@@ -51,7 +51,7 @@ impl Device {
             },
             // /var is RAM on OpenWrt (lost at every power cut), so the spool goes to
             // the flash overlay under /etc, which sysupgrade keeps (keep.d in the
-            // package). The overlay often has 1–10 MB free: 4 MB holds about a week
+            // package). The overlay often has 1–10 MB free: 4 MB holds about 5½ days
             // of rounds at the defaults (see docs/BENCHMARKS.md).
             Device::OpenWrt => Defaults {
                 state_dir: PathBuf::from("/etc/tps-agent/state"),

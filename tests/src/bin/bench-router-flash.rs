@@ -99,7 +99,11 @@ async fn run_once(link_up: bool, rounds: u64) -> anyhow::Result<(f64, f64)> {
         .stderr(std::process::Stdio::null())
         .spawn()?;
     let state = router.path("/etc/tps-agent/state");
+    // Opened only once the agent made the file, so the agent decides its page size.
     let last_seq = || {
+        if !state.join("spool.sqlite").exists() {
+            return 0;
+        }
         tps_agent::spool::Spool::open(&state, Duration::from_secs(86_400), 64 << 20)
             .and_then(|s| s.last_seq())
             .unwrap_or(0)

@@ -169,6 +169,75 @@ async fn mipsel_router_enrolls_by_name_checks_and_loses_nothing_when_killed() ->
     router_end_to_end(MIPSEL).await
 }
 
+/// A name only a DNS server knows: the static binary asks the server named in the
+/// router's `/etc/resolv.conf` (a real dnsmasq on 127.0.0.153), with no NSS module.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_finds_the_collector_through_resolv_conf() -> anyhow::Result<()> {
+    let Some(bin) = built(AARCH64)? else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("collector");
+    tps_collector::commands::import_stations(&data, &kepri_registry())?;
+    let collector = TestCollector::start(&data).await?;
+    let (tps, code) = collector.codes(VILLAGE)?.remove(0);
+    let mut dns = Command::new("/usr/sbin/dnsmasq")
+        .args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--pid-file=",
+            "--user=root",
+            "--port=53",
+            "--listen-address=127.0.0.153",
+            "--bind-interfaces",
+            "--no-resolv",
+            "--no-hosts",
+            "--address=/collector.dns.test/127.0.0.1",
+            "--log-facility=-",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut log = std::io::BufReader::new(dns.stderr.take().expect("piped"));
+    let mut line = String::new();
+    while std::io::BufRead::read_line(&mut log, &mut line)? > 0 && !line.contains("started") {
+        line.clear();
+    }
+    anyhow::ensure!(line.contains("started"), "dnsmasq did not start");
+
+    let router = RouterRoot::new(
+        AARCH64,
+        &bin,
+        "127.0.0.1 localhost
+",
+    )?;
+    std::fs::write(
+        router.path("/etc/resolv.conf"),
+        "nameserver 127.0.0.153
+",
+    )?;
+    let url = format!("http://collector.dns.test:{}", collector.grpc.port());
+    let result = run(router.agent(
+        &[
+            "enroll",
+            "--collector",
+            &url,
+            "--tps",
+            &tps,
+            "--code",
+            &code,
+        ],
+        "",
+        None,
+    ));
+    let _ = dns.kill();
+    let _ = dns.wait();
+    let (out, text) = result?;
+    assert!(out.status.success(), "enroll through DNS: {text}");
+    collector.stop().await?;
+    Ok(())
+}
+
 /// An unresolvable name, no ICMP, a read-only and a full state directory: each time
 /// the router's operator is told what to change.
 #[test]

@@ -57,6 +57,7 @@ pub fn save(state_dir: &Path, c: &Credentials) -> Result<(), CredentialsError> {
         source,
     };
     std::fs::create_dir_all(state_dir).map_err(io)?;
+    crate::platform::restrict_to_admins(state_dir);
     let tmp = state_dir.join("credentials.toml.tmp");
     let text = toml::to_string(c).map_err(|e| io(std::io::Error::other(e)))?;
     {

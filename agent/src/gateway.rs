@@ -1,5 +1,6 @@
-//! Finding the default gateway in the Linux routing table (`/proc/net/route`, then
-//! `/proc/net/ipv6_route`), re-read every round because laptops move between networks.
+//! Finding the default gateway, re-read every round because laptops move between
+//! networks: on Linux from the routing table (`/proc/net/route`, then
+//! `/proc/net/ipv6_route`), on Windows from the OS (netdev, over the IP Helper API).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -60,8 +61,13 @@ pub fn parse_route_v6(text: &str) -> Option<Ipv6Addr> {
     best.map(|(_, ip)| ip)
 }
 
-/// The default gateway of this machine, IPv4 preferred; `None` off Linux or without one.
+/// The default gateway of this machine, IPv4 preferred; `None` without one.
 pub fn default_gateway() -> Option<IpAddr> {
+    system_gateway()
+}
+
+#[cfg(not(windows))]
+fn system_gateway() -> Option<IpAddr> {
     if let Some(v4) = std::fs::read_to_string("/proc/net/route")
         .ok()
         .as_deref()
@@ -74,6 +80,16 @@ pub fn default_gateway() -> Option<IpAddr> {
         .as_deref()
         .and_then(parse_route_v6)
         .map(IpAddr::V6)
+}
+
+#[cfg(windows)]
+fn system_gateway() -> Option<IpAddr> {
+    let gw = netdev::get_default_gateway().ok()?;
+    gw.ipv4
+        .first()
+        .copied()
+        .map(IpAddr::V4)
+        .or_else(|| gw.ipv6.first().copied().map(IpAddr::V6))
 }
 
 #[cfg(test)]

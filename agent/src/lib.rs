@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML config, validated with messages that name the key.
-//! - [`probe`]: ICMP (surge-ping) and TCP connect probes, one prober per target;
+//! - [`probe`]: ICMP and TCP connect probes, one prober per target; [`icmp`] is ICMP
+//!   behind one interface (surge-ping sockets on Unix, the system API on Windows);
 //!   [`gateway`] finds the default gateway; [`stats`] summarises a round.
 //! - [`system`]: device facts (uptime, boot time, interfaces) via sysinfo.
 //! - [`spool`]: the on-disk store-and-forward queue (SQLite, fsync per round).
@@ -13,6 +14,7 @@
 //! - [`credentials`]: agent id and token, file mode 0600.
 //! - [`platform`]: what differs between a Linux PC and an OpenWrt router (default
 //!   paths and spool bound, what to tell the operator to change).
+//! - [`service`]: the Windows service (install, start, stop, its entry point).
 //! - [`run`]: the probe loop and the push loop; [`check`]: the field check;
 //!   [`enroll`]: enrollment and writing the config.
 
@@ -22,9 +24,11 @@ pub mod config;
 pub mod credentials;
 pub mod enroll;
 pub mod gateway;
+pub mod icmp;
 pub mod platform;
 pub mod probe;
 pub mod run;
+pub mod service;
 pub mod spool;
 pub mod stats;
 pub mod system;

@@ -2,18 +2,17 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use tps_agent::{check, config, credentials, enroll, run};
+use tps_agent::{check, config, credentials, enroll, run, service};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
-
-const DEFAULT_CONFIG: &str = "/etc/tps-agent/agent.toml";
 
 #[derive(Parser)]
 #[command(version, about = "TPS connectivity agent")]
 struct Cli {
-    /// Config file.
-    #[arg(long, global = true, default_value = DEFAULT_CONFIG)]
-    config: PathBuf,
+    /// Config file [default: /etc/tps-agent/agent.toml; on Windows
+    /// %ProgramData%\tps-agent\agent.toml].
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -42,6 +41,23 @@ enum Command {
     },
     /// One probe round and one push; prints COVERED or NOT COVERED.
     Check,
+    /// The Windows service: install (automatic start, restart on failure), uninstall,
+    /// start, stop. Needs Administrator.
+    Service {
+        #[arg(value_enum)]
+        action: ServiceAction,
+    },
+    /// Entry point of the installed service (started by the service manager).
+    #[command(hide = true)]
+    ServiceRun,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ServiceAction {
+    Install,
+    Uninstall,
+    Start,
+    Stop,
 }
 
 fn main() -> std::process::ExitCode {
@@ -82,9 +98,13 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    let config_path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| tps_agent::platform::Device::detect().config_path());
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
-            let config = config::load(&cli.config)?;
+            let config = config::load(&config_path)?;
             let creds = credentials::load(&config.state_dir)?;
             run::run(config, creds, shutdown_signal()).await?;
         }
@@ -99,7 +119,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 collector,
                 tps_code: tps,
                 code,
-                config_path: cli.config.clone(),
+                config_path: config_path.clone(),
                 ca_cert: ca,
                 state_dir,
             };
@@ -110,18 +130,28 @@ async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             );
             println!(
                 "config: {}. {}",
-                cli.config.display(),
-                tps_agent::platform::Device::detect().start_hint(&cli.config)
+                config_path.display(),
+                tps_agent::platform::Device::detect().start_hint(&config_path)
             );
         }
         Command::Check => {
-            let config = config::load(&cli.config)?;
+            let config = config::load(&config_path)?;
             let report = check::check(&config).await;
             print!("{}", report.text);
             if !report.covered {
                 return Ok(std::process::ExitCode::FAILURE);
             }
         }
+        Command::Service { action } => {
+            let action = match action {
+                ServiceAction::Install => service::Action::Install,
+                ServiceAction::Uninstall => service::Action::Uninstall,
+                ServiceAction::Start => service::Action::Start,
+                ServiceAction::Stop => service::Action::Stop,
+            };
+            println!("{}", service::manage(action, &config_path)?);
+        }
+        Command::ServiceRun => service::run_as_service(&config_path)?,
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

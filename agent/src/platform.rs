@@ -1,5 +1,5 @@
-//! What differs between the devices the agent runs on — a Linux PC or an OpenWrt
-//! router — and only that: default paths and spool bound, and the exact change to make
+//! What differs between the devices the agent runs on — a Linux PC, an OpenWrt router
+//! or a Windows laptop — and only that: default paths and spool bound, and the exact change to make
 //! when the device stops the agent (ICMP not allowed, state directory not writable, a
 //! name that does not resolve). The logic asks [`Device`]; it never tests the device.
 
@@ -12,6 +12,8 @@ pub enum Device {
     Linux,
     /// An OpenWrt router: procd, `uci`, `/tmp` and `/var` in RAM, a few MB of flash.
     OpenWrt,
+    /// A Windows laptop: a service, `%ProgramData%`, the system ICMP API.
+    Windows,
 }
 
 /// Defaults that depend on the device.
@@ -31,12 +33,55 @@ pub enum StorageProblem {
     PermissionDenied,
 }
 
+/// Makes `dir` readable only by SYSTEM and Administrators on Windows, where
+/// `%ProgramData%` lets every user read by default (on Unix the token file itself is
+/// created with mode 0600). Uses `icacls` with well-known SIDs, so it works in every
+/// Windows language; when that fails the warning gives the command to run.
+pub fn restrict_to_admins(dir: &Path) {
+    if !cfg!(windows) {
+        return;
+    }
+    let args = [
+        "/inheritance:r",
+        "/grant:r",
+        "*S-1-5-18:(OI)(CI)F",
+        "/grant:r",
+        "*S-1-5-32-544:(OI)(CI)F",
+    ];
+    let ok = std::process::Command::new("icacls")
+        .arg(dir)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        tracing::warn!(
+            "could not restrict {} to SYSTEM and Administrators; run as Administrator: icacls \"{}\" {}",
+            dir.display(),
+            dir.display(),
+            args.join(" ")
+        );
+    }
+}
+
+/// `%ProgramData%\tps-agent` (all users' application data, not a user profile, so the
+/// service and the technician's console see the same files).
+fn program_data() -> PathBuf {
+    std::env::var_os("ProgramData")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(r"C:\ProgramData"))
+        .join("tps-agent")
+}
+
 /// Every OpenWrt release has this file; nothing else does.
 const OPENWRT_MARK: &str = "/etc/openwrt_release";
 
 impl Device {
     pub fn detect() -> Device {
-        if Path::new(OPENWRT_MARK).exists() {
+        if cfg!(windows) {
+            Device::Windows
+        } else if Path::new(OPENWRT_MARK).exists() {
             Device::OpenWrt
         } else {
             Device::Linux
@@ -57,6 +102,18 @@ impl Device {
                 state_dir: PathBuf::from("/etc/tps-agent/state"),
                 spool_max_mb: 4,
             },
+            Device::Windows => Defaults {
+                state_dir: program_data().join("state"),
+                spool_max_mb: 64,
+            },
+        }
+    }
+
+    /// The config file when none is named.
+    pub fn config_path(self) -> PathBuf {
+        match self {
+            Device::Linux | Device::OpenWrt => PathBuf::from("/etc/tps-agent/agent.toml"),
+            Device::Windows => program_data().join("agent.toml"),
         }
     }
 
@@ -70,6 +127,12 @@ impl Device {
                  does: AmbientCapabilities=CAP_NET_RAW) or allow unprivileged ping with \
                  `sysctl -w net.ipv4.ping_group_range=\"0 2147483647\"` (it covers IPv6 too), \
                  kept in /etc/sysctl.d/. Until then only targets with a port are probed, over TCP."
+            ),
+            Device::Windows => format!(
+                "cannot use the Windows ICMP API ({err}). A security product may block it: \
+                 allow outgoing ICMP echo for tps-agent.exe (Windows Defender Firewall: \
+                 \"File and Printer Sharing (Echo Request - ICMPv4-Out)\") or ask the IT \
+                 desk. Until then only targets with a port are probed, over TCP."
             ),
             Device::OpenWrt => format!(
                 "cannot open an ICMP socket ({err}). Run the agent as root from \
@@ -96,6 +159,13 @@ impl Device {
                 "{what}. Check `df -h {d}` and `ls -ld {d}` (the agent's user must own it), \
                  or set state_dir in the agent's config to a writable directory."
             ),
+            Device::Windows => format!(
+                "{what}. Check free space on the drive (Explorer, or `dir {d}`), that the \
+                 folder is not read-only (`attrib {d}`), and that SYSTEM and Administrators \
+                 may write it (`icacls {d}`); or set state_dir in \
+                 %ProgramData%\\tps-agent\\agent.toml, then `tps-agent service stop` and \
+                 `tps-agent service start`."
+            ),
             Device::OpenWrt => format!(
                 "{what}. Check `df -h /overlay` (free flash: remove unused packages with \
                  `opkg remove`) and `mount | grep overlay` (a read-only overlay means the \
@@ -112,6 +182,11 @@ impl Device {
             Device::Linux => format!(
                 "cannot resolve the host name {host:?} ({err}). Check the DNS servers in \
                  /etc/resolv.conf, or add a line `<IP address> {host}` to /etc/hosts."
+            ),
+            Device::Windows => format!(
+                "cannot resolve the host name {host:?} ({err}). Check the DNS: `nslookup \
+                 {host}` and `ipconfig /all`, or add a line `<IP address> {host}` to \
+                 C:\\Windows\\System32\\drivers\\etc\\hosts (as Administrator)."
             ),
             Device::OpenWrt => format!(
                 "cannot resolve the host name {host:?} ({err}). Check the router's DNS: \
@@ -131,6 +206,11 @@ impl Device {
             ),
             Device::OpenWrt => format!(
                 "Next: tps-agent check --config {0}, then /etc/init.d/tps-agent start",
+                config.display()
+            ),
+            Device::Windows => format!(
+                "Next: tps-agent check --config {0}, then (as Administrator) \
+                 tps-agent service install",
                 config.display()
             ),
         }

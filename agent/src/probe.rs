@@ -1,77 +1,25 @@
-//! Probing targets: ICMP echo with surge-ping (raw socket as root, datagram socket where
-//! `net.ipv4.ping_group_range` allows) and TCP connect time. One round against one
-//! target yields one [`Round`] summary.
+//! Probing targets: ICMP echo (through [`crate::icmp`], whatever the platform offers)
+//! and TCP connect time. One round against one target yields one [`Round`] summary.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use surge_ping::{Client, Config as PingConfig, ICMP, PingIdentifier, PingSequence, Pinger};
-
 use crate::config::{Address, Method, Target};
+use crate::icmp::{Echoer, Icmp};
 use crate::platform::Device;
 use crate::stats::{self, Round};
 
 /// Pause between the echoes of one round, so a round is not a burst.
 const ECHO_GAP: Duration = Duration::from_millis(200);
-const PAYLOAD: [u8; 16] = *b"tps-agent-probe!";
 
-/// The ICMP sockets, one per address family, shared by every target's prober.
-#[derive(Clone)]
-pub struct IcmpSockets {
-    v4: Result<Client, String>,
-    v6: Result<Client, String>,
-}
-
-impl std::fmt::Debug for IcmpSockets {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IcmpSockets")
-            .field("v4", &self.v4.is_ok())
-            .field("v6", &self.v6.is_ok())
-            .finish()
-    }
-}
-
-impl IcmpSockets {
-    /// Opens the sockets: raw as root or with CAP_NET_RAW, datagram where
-    /// `ping_group_range` allows (surge-ping tries both).
-    pub fn open() -> IcmpSockets {
-        let open = |kind| {
-            Client::new(&PingConfig::builder().kind(kind).build())
-                .map_err(|e| Device::detect().icmp_advice(&e))
-        };
-        IcmpSockets {
-            v4: open(ICMP::V4),
-            v6: open(ICMP::V6),
-        }
-    }
-
-    /// Why ICMP cannot be used, if it cannot (IPv4 decides: IPv6-only TPS links are rare).
-    pub fn unavailable(&self) -> Option<&str> {
-        self.v4.as_ref().err().map(String::as_str)
-    }
-
-    fn client(&self, ip: Option<IpAddr>) -> Option<&Client> {
-        match ip {
-            Some(IpAddr::V6(_)) => self.v6.as_ref().ok(),
-            _ => self.v4.as_ref().ok(),
-        }
-    }
-
-    /// Whether a target can be probed at all here.
-    pub fn can_probe(&self, t: &Target) -> bool {
-        t.method == Method::Tcp || self.v4.is_ok() || t.port.is_some()
-    }
-}
-
-/// Probes one target, round after round. Keeps its own pinger with its own increasing
-/// sequence: datagram ICMP replies are matched by host and sequence only.
+/// Probes one target, round after round, with its own echoer (its own identifier and
+/// sequence), made again when the target's address changes.
 pub struct TargetProber {
     pub target: Target,
-    sockets: IcmpSockets,
+    icmp: Icmp,
     echoes: u32,
     timeout: Duration,
-    pinger: Option<(IpAddr, Pinger)>,
-    next_seq: u16,
+    echoer: Option<(IpAddr, Echoer)>,
 }
 
 impl std::fmt::Debug for TargetProber {
@@ -92,28 +40,28 @@ pub struct Outcome {
 }
 
 impl TargetProber {
-    pub fn new(
-        target: Target,
-        sockets: IcmpSockets,
-        echoes: u32,
-        timeout: Duration,
-    ) -> TargetProber {
-        // A random start keeps two targets on the same host from sharing sequences.
+    pub fn new(target: Target, icmp: Icmp, echoes: u32, timeout: Duration) -> TargetProber {
         TargetProber {
             target,
-            sockets,
+            icmp,
             echoes,
             timeout,
-            pinger: None,
-            next_seq: rand::random(),
+            echoer: None,
         }
+    }
+
+    /// Whether this target can be probed at all here (ICMP allowed, or a TCP port).
+    pub fn can_probe(&self) -> bool {
+        self.target.method == Method::Tcp
+            || self.icmp.unavailable().is_none()
+            || self.target.port.is_some()
     }
 
     /// Runs one round; `ip` is the resolved address (`None`: resolving failed, which on
     /// a TPS usually means the link is down) and `shown` what to report as the address.
     /// `None` when this target cannot be probed here (ICMP not allowed, no port).
     pub async fn round(&mut self, ip: Option<IpAddr>, shown: &str) -> Option<Outcome> {
-        let use_tcp = self.target.method == Method::Tcp || self.sockets.client(ip).is_none();
+        let use_tcp = self.target.method == Method::Tcp || !self.icmp.supports(ip);
         if use_tcp && self.target.port.is_none() {
             return None;
         }
@@ -141,25 +89,15 @@ impl TargetProber {
                 round: stats::summarize(&results),
             });
         }
-        if self.pinger.as_ref().is_none_or(|(host, _)| *host != ip) {
-            let client = self.sockets.client(Some(ip))?.clone();
-            self.pinger = Some((ip, client.pinger(ip, PingIdentifier(rand::random())).await));
+        if self.echoer.as_ref().is_none_or(|(host, _)| *host != ip) {
+            self.echoer = Some((ip, self.icmp.echoer(ip).await?));
         }
-        let (_, pinger) = self.pinger.as_mut()?;
-        pinger.timeout(self.timeout);
+        let (_, echoer) = self.echoer.as_mut()?;
         for i in 0..self.echoes {
             if i > 0 {
                 tokio::time::sleep(ECHO_GAP).await;
             }
-            let seq = self.next_seq;
-            self.next_seq = self.next_seq.wrapping_add(1);
-            results.push(
-                pinger
-                    .ping(PingSequence(seq), &PAYLOAD)
-                    .await
-                    .ok()
-                    .map(|(_, rtt)| rtt),
-            );
+            results.push(echoer.echo(self.timeout).await);
         }
         Some(Outcome {
             address: ip.to_string(),
@@ -248,8 +186,8 @@ mod tests {
 
     #[tokio::test]
     async fn icmp_round_to_loopback_v4_and_v6() {
-        let sockets = IcmpSockets::open();
-        if let Some(why) = sockets.unavailable() {
+        let icmp = Icmp::open();
+        if let Some(why) = icmp.unavailable() {
             panic!("this test needs ICMP sockets (CI runs as root): {why}");
         }
         for (name, addr) in [("lo4", "127.0.0.1"), ("lo6", "::1")] {
@@ -259,7 +197,7 @@ mod tests {
                 method: Method::Icmp,
                 port: None,
             };
-            let mut p = TargetProber::new(t, sockets.clone(), 3, Duration::from_secs(2));
+            let mut p = TargetProber::new(t, icmp.clone(), 3, Duration::from_secs(2));
             let ip: IpAddr = addr.parse().unwrap();
             let out = p.round(Some(ip), addr).await.unwrap();
             assert_eq!(out.method, Method::Icmp);
@@ -278,7 +216,7 @@ mod tests {
             method: Method::Icmp,
             port: Some(443),
         };
-        let mut p = TargetProber::new(t, IcmpSockets::open(), 4, Duration::from_millis(100));
+        let mut p = TargetProber::new(t, Icmp::open(), 4, Duration::from_millis(100));
         let out = p.round(None, "nowhere.invalid").await.unwrap();
         assert_eq!(
             (out.round.sent, out.round.received, out.address.as_str()),

@@ -13,8 +13,9 @@ use tokio::time::MissedTickBehavior;
 use crate::backoff::Backoff;
 use crate::config::{self, Config};
 use crate::credentials::{self, Credentials};
+use crate::icmp::Icmp;
 use crate::platform::Device;
-use crate::probe::{IcmpSockets, Outcome, TargetProber};
+use crate::probe::{Outcome, TargetProber};
 use crate::spool::{NewEntry, Spool, SpoolError};
 use crate::system::SystemInfo;
 use crate::uplink::{self, PushError, Uplink};
@@ -94,21 +95,21 @@ pub fn storage_advice(e: &SpoolError, config: &Config) -> Option<String> {
 
 /// The probers for a config's targets; says once, at start, what cannot be probed.
 pub fn probers(config: &Config) -> Vec<TargetProber> {
-    let sockets = IcmpSockets::open();
-    if let Some(why) = sockets.unavailable() {
+    let icmp = Icmp::open();
+    if let Some(why) = icmp.unavailable() {
         tracing::warn!("{why}");
     }
     config
         .targets
         .iter()
-        .filter(|t| {
-            let ok = sockets.can_probe(t);
+        .map(|t| TargetProber::new(t.clone(), icmp.clone(), config.echoes, config.echo_timeout))
+        .filter(|p| {
+            let ok = p.can_probe();
             if !ok {
-                tracing::warn!(target = %t.name, "not probed: ICMP is not allowed here and the target has no port for a TCP probe");
+                tracing::warn!(target = %p.target.name, "not probed: ICMP is not allowed here and the target has no port for a TCP probe");
             }
             ok
         })
-        .map(|t| TargetProber::new(t.clone(), sockets.clone(), config.echoes, config.echo_timeout))
         .collect()
 }
 

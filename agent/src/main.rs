@@ -70,12 +70,24 @@ fn main() -> std::process::ExitCode {
         .unwrap_or_else(|| {
             tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)
         });
+    // A service has no console: it logs to a file beside its config.
+    let log_file = match &cli.command {
+        Some(Command::ServiceRun) => service::open_log(&config_path(&cli)),
+        _ => None,
+    };
+    let console = log_file.is_none().then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    });
+    let file = log_file.map(|f| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::sync::Mutex::new(f))
+            .with_ansi(false)
+    });
     tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-        )
+        .with(console)
+        .with(file)
         .with(filter)
         .init();
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -97,11 +109,14 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
-    let config_path = cli
-        .config
+fn config_path(cli: &Cli) -> PathBuf {
+    cli.config
         .clone()
-        .unwrap_or_else(|| tps_agent::platform::Device::detect().config_path());
+        .unwrap_or_else(|| tps_agent::platform::Device::detect().config_path())
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    let config_path = config_path(&cli);
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
             let config = config::load(&config_path)?;

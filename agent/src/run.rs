@@ -241,9 +241,13 @@ pub async fn push_loop(
             .await
         {
             Ok(r) => {
+                let recovered = backoff.failures() > 0;
                 backoff.reset();
                 let acked = r.acked_seq;
                 let was_first = first;
+                if was_first || recovered {
+                    tracing::info!(acked, "the collector takes pushes");
+                }
                 first = false;
                 let moved = with_spool(&spool, move |s| {
                     let moved = if was_first {

@@ -7,19 +7,23 @@
 //! - [`measurement`]: builds a valid measurement.
 //! - [`browser`]: a real headless Chromium through chromedriver.
 //! - [`history`]: seeds weeks of status history, agents, rollups and flags.
+//! - [`device`]: what the router and laptop tests share.
 //! - [`fleet`]: the fleet simulator (the agent's own code, synthetic probes).
 //! - [`process`]: a collector as its own process; RSS and CPU from `/proc`.
 //! - [`router`]: a cross-built agent under qemu-user in a chroot with no libc.
 //! - [`stats`]: medians and percentiles of benchmark samples.
+//! - [`wine`]: a cross-built `tps-agent.exe` in a Wine prefix of its own.
 //! - [`victoria`]: a real VictoriaMetrics server for the InfluxDB sink's tests.
 
 pub mod browser;
+pub mod device;
 pub mod fleet;
 pub mod history;
 pub mod process;
 pub mod router;
 pub mod stats;
 pub mod victoria;
+pub mod wine;
 
 use std::path::Path;
 

@@ -43,19 +43,23 @@ pub fn binary(arch: Arch) -> PathBuf {
 /// The cross-built binary, or `None` (with a note) when it was not built and
 /// `TPS_CROSS_REQUIRED` is unset; `scripts/test` sets it, so CI fails without them.
 pub fn built(arch: Arch) -> anyhow::Result<Option<PathBuf>> {
-    let bin = binary(arch);
-    if bin.is_file() {
-        return Ok(Some(bin));
+    cross_built(&binary(arch))
+}
+
+/// `file` if `scripts/cross` made it; see [`built`].
+pub fn cross_built(file: &Path) -> anyhow::Result<Option<PathBuf>> {
+    if file.is_file() {
+        return Ok(Some(file.to_path_buf()));
     }
     if std::env::var_os("TPS_CROSS_REQUIRED").is_some() {
         anyhow::bail!(
             "{} is missing: scripts/test builds it with scripts/cross",
-            bin.display()
+            file.display()
         );
     }
     eprintln!(
         "SKIPPED: {} not built (run scripts/cross, or scripts/test)",
-        bin.display()
+        file.display()
     );
     Ok(None)
 }

@@ -6,10 +6,11 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tps_agent::spool::Spool;
+use tps_tests::device::{fast_agent_config, fast_collector, output_text as run};
 use tps_tests::router::{AARCH64, ARMV7, Arch, MIPSEL, RouterRoot, built};
 use tps_tests::{TestCollector, eventually, kepri_registry};
 
@@ -18,35 +19,10 @@ const VILLAGE: &str = "21.71.01.1002";
 const WAIT: Duration = Duration::from_secs(120);
 const HOSTS: &str = "127.0.0.1 localhost\n127.0.0.1 collector.tps.test\n";
 
-fn fast(c: &mut tps_collector::config::Config, max_batch: usize) {
-    c.ingest.push_interval_secs = 1;
-    c.ingest.max_batch = max_batch;
-}
-
-fn run(mut c: Command) -> anyhow::Result<(Output, String)> {
-    let out = c.output()?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok((out, text))
-}
-
 /// The router's state as the agent keeps it: (waiting, last seq) in its spool.
 fn spool_state(dir: &Path) -> Option<(u64, u64)> {
     let s = Spool::open(dir, Duration::from_secs(86_400), 64 << 20).ok()?;
     Some((s.depth().ok()?, s.last_seq().ok()?))
-}
-
-/// A fast router config: ICMP to 127.0.0.1 first, TCP to the collector by name.
-fn fast_config(port: u16) -> String {
-    format!(
-        "collector = \"http://collector.tps.test:{port}\"\n\
-         probe_interval_secs = 1\necho_timeout_ms = 500\nechoes = 3\npush_interval_secs = 1\n\n\
-         [[target]]\nname = \"lo4\"\naddress = \"127.0.0.1\"\n\n\
-         [[target]]\nname = \"collector\"\naddress = \"collector\"\nmethod = \"tcp\"\nport = {port}\n"
-    )
 }
 
 async fn router_end_to_end(arch: Arch) -> anyhow::Result<()> {
@@ -56,7 +32,7 @@ async fn router_end_to_end(arch: Arch) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("collector");
     tps_collector::commands::import_stations(&data, &kepri_registry())?;
-    let mut collector = TestCollector::start_with(&data, |c| fast(c, 2)).await?;
+    let mut collector = TestCollector::start_with(&data, |c| fast_collector(c, 2)).await?;
     let (grpc, http) = (collector.grpc, collector.http);
     let (tps, code) = collector.codes(VILLAGE)?.remove(0);
     let router = RouterRoot::new(arch, &bin, HOSTS)?;
@@ -88,7 +64,7 @@ async fn router_end_to_end(arch: Arch) -> anyhow::Result<()> {
     // check: ICMP to 127.0.0.1 and TCP to the collector's name, then one push.
     std::fs::write(
         router.path("/etc/tps-agent/agent.toml"),
-        fast_config(grpc.port()),
+        fast_agent_config("collector.tps.test", grpc.port()),
     )?;
     let (out, text) = run(router.agent(&["check"], "", None))?;
     assert!(out.status.success(), "{}: check: {text}", arch.triple);
@@ -118,7 +94,7 @@ async fn router_end_to_end(arch: Arch) -> anyhow::Result<()> {
     .await?;
 
     // It comes back; the agent is killed after the first pushes of the backlog.
-    collector = TestCollector::start_on(&data, grpc, http, |c| fast(c, 2)).await?;
+    collector = TestCollector::start_on(&data, grpc, http, |c| fast_collector(c, 2)).await?;
     let first = eventually(WAIT, "the backlog starts arriving", || async {
         let n = tps_collector::testing::stored_seqs(&data, agent_id)
             .ok()?

@@ -40,6 +40,22 @@ pub fn manage(action: Action, config: &Path) -> Result<String, ServiceError> {
     }
 }
 
+/// The service's log, `agent.log` beside its config (a service has no console);
+/// the previous one is kept as `agent.log.1` once it passes 4 MB. `None`: no file
+/// could be opened (the log then goes nowhere, as a service's stderr does).
+pub fn open_log(config: &Path) -> Option<std::fs::File> {
+    const MAX: u64 = 4 << 20;
+    let path = config.with_file_name("agent.log");
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() > MAX) {
+        let _ = std::fs::rename(&path, config.with_file_name("agent.log.1"));
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .ok()
+}
+
 /// Hands this process to the service manager, which runs the agent until it is told
 /// to stop. Only returns when the service has stopped.
 pub fn run_as_service(config: &Path) -> Result<(), ServiceError> {

@@ -21,14 +21,18 @@ use super::{Action, ServiceError};
 const NAME: &str = "tps-agent";
 const DISPLAY: &str = "TPS connectivity agent";
 
-fn failed(what: &str, e: impl std::fmt::Display) -> ServiceError {
-    let hint =
-        if e.to_string().contains("Access is denied") || e.to_string().contains("(os error 5)") {
-            " Run the command prompt as Administrator."
-        } else {
-            ""
-        };
-    ServiceError::Failed(format!("{what}: {e}.{hint}"))
+fn failed(what: &str, e: impl std::error::Error) -> ServiceError {
+    // windows-service says "IO error in winapi call"; the OS error is its source.
+    let text = match e.source() {
+        Some(s) => format!("{e}: {s}"),
+        None => e.to_string(),
+    };
+    let hint = if text.contains("(os error 5)") {
+        " Run the command prompt as Administrator."
+    } else {
+        ""
+    };
+    ServiceError::Failed(format!("{what}: {text}.{hint}"))
 }
 
 pub fn manage(action: Action, config: &Path) -> Result<String, ServiceError> {

@@ -164,7 +164,7 @@ async fn windows_agent_enrolls_checks_and_loses_nothing_when_killed() -> anyhow:
     // are not asserted: under Wine its ICMP check fails and, in 2 of 3 runs, rounds
     // stopped after the first push (see docs/WINDOWS.md) — to be run on real Windows.
     let logged = |what: &'static str, times: usize| {
-        let log = service_log.clone();
+        let log = service_log;
         async move {
             eventually(WAIT, what, || async {
                 (log().matches(what).count() >= times).then_some(())

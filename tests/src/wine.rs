@@ -1,7 +1,7 @@
 //! A Windows laptop in a directory: the cross-built `tps-agent.exe` (from
 //! `scripts/cross windows`) run by Wine in a prefix of its own, so `%ProgramData%` is
-//! `<prefix>/drive_c/ProgramData` and the service manager is the prefix's. Beside the
-//! `.exe` lies the test-only `bcryptprimitives.dll` (Wine 8.0 lacks it; see
+//! `<prefix>/drive_c/ProgramData` and the service manager is the prefix's. The prefix's
+//! system directory gets the test-only `bcryptprimitives.dll` (Wine 8.0 lacks it; see
 //! `tests/wine/`). The prefix's wineserver is ended when the prefix is dropped.
 
 use std::path::{Path, PathBuf};
@@ -41,7 +41,11 @@ impl Laptop {
         let tps = laptop.path(r"C:\tps");
         std::fs::create_dir_all(&tps)?;
         std::fs::copy(exe, tps.join("tps-agent.exe"))?;
-        std::fs::copy(dll, tps.join("bcryptprimitives.dll"))?;
+        // In the system directory, so an installed copy of the .exe finds it too.
+        std::fs::copy(
+            dll,
+            laptop.path(r"C:\windows\system32\bcryptprimitives.dll"),
+        )?;
         Ok(laptop)
     }
 
@@ -71,7 +75,26 @@ impl Laptop {
         self.wine(&all)
     }
 
-    /// Any program of the prefix (`reg`, `sc`, …).
+    /// The Windows kit `scripts/windows-package` made, or `None` as [`cross_built`] says.
+    pub fn kit() -> anyhow::Result<Option<PathBuf>> {
+        let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dist");
+        let name = format!("tps-agent-{}-windows-x86_64.zip", env!("CARGO_PKG_VERSION"));
+        cross_built(&dist.join(name))
+    }
+
+    /// The service's registry key as `reg query` prints it ("" once removed).
+    pub fn service_key(&self) -> anyhow::Result<String> {
+        let out = self
+            .program(&[
+                "reg",
+                "query",
+                r"HKLM\System\CurrentControlSet\Services\tps-agent",
+            ])
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Any program of the prefix (`reg`, `sc`, `cmd`, …).
     pub fn program(&self, args: &[&str]) -> Command {
         self.wine(args)
     }

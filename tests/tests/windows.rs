@@ -142,11 +142,7 @@ async fn windows_agent_enrolls_checks_and_loses_nothing_when_killed() -> anyhow:
     // As a Windows service: installed for automatic start, started, delivering, stopped.
     let (out, text) = output_text(laptop.agent(&["service", "install"]))?;
     assert!(out.status.success(), "service install: {text}");
-    let (_, reg) = output_text(laptop.program(&[
-        "reg",
-        "query",
-        r"HKLM\System\CurrentControlSet\Services\tps-agent",
-    ]))?;
+    let reg = laptop.service_key()?;
     assert!(
         reg.contains(r"tps-agent.exe service-run --config C:\ProgramData\tps-agent\agent.toml")
             && reg.contains("Start    REG_DWORD    0x2"),
@@ -182,12 +178,10 @@ async fn windows_agent_enrolls_checks_and_loses_nothing_when_killed() -> anyhow:
     logged("agent running", 2).await?;
     let (out, text) = output_text(laptop.agent(&["service", "uninstall"]))?;
     assert!(out.status.success(), "service uninstall: {text}");
-    let (_, reg) = output_text(laptop.program(&[
-        "reg",
-        "query",
-        r"HKLM\System\CurrentControlSet\Services\tps-agent",
-    ]))?;
-    assert!(!reg.contains("ImagePath"), "removed: {reg}");
+    eventually(WAIT, "the service removed", || async {
+        (!laptop.service_key().ok()?.contains("ImagePath")).then_some(())
+    })
+    .await?;
     // Everything delivered once, whichever process sent it.
     let rows = tps_collector::testing::stored_seqs(&data, agent_id)?;
     assert!(
@@ -220,5 +214,62 @@ fn the_windows_agent_says_what_to_change() -> anyhow::Result<()> {
             && text.contains(r"drivers\etc\hosts"),
         "{text}"
     );
+    Ok(())
+}
+
+/// The kit a technician gets: unzipped, `install.cmd` run once (here by Wine's cmd),
+/// the program lands in Program Files and the service is registered with the
+/// config in %ProgramData%; `uninstall.cmd` removes the service again.
+#[tokio::test]
+async fn the_windows_kit_installs_in_one_step() -> anyhow::Result<()> {
+    let (Some((exe, dll)), Some(kit)) = (built()?, Laptop::kit()?) else {
+        return Ok(());
+    };
+    let laptop = Laptop::new(&exe, &dll)?;
+    let st = std::process::Command::new("python3")
+        .args(["-m", "zipfile", "-e"])
+        .arg(&kit)
+        .arg(laptop.path(r"C:\kit"))
+        .status()?;
+    assert!(st.success(), "unzip {}", kit.display());
+    let (out, text) = output_text(laptop.program(&["cmd", "/c", r"C:\kit\install.cmd"]))?;
+    assert!(
+        out.status.success() && text.contains("tps-agent is installed"),
+        "install.cmd: {text}"
+    );
+    assert!(
+        laptop
+            .path(r"C:\Program Files\tps-agent\tps-agent.exe")
+            .is_file()
+    );
+    let example =
+        std::fs::read_to_string(laptop.path(r"C:\ProgramData\tps-agent\agent.example.toml"))?;
+    assert!(
+        example.contains(r"state_dir = 'C:\ProgramData\tps-agent\state'"),
+        "{example}"
+    );
+    let reg = laptop.service_key()?;
+    assert!(
+        reg.contains(r#""C:\Program Files\tps-agent\tps-agent.exe" service-run"#)
+            && reg.contains(r"--config C:\ProgramData\tps-agent\agent.toml")
+            && reg.contains("Start    REG_DWORD    0x2"),
+        "{reg}"
+    );
+    // Wine's service manager sees a service made by another process only after it
+    // restarts ("does not exist" until then): reboot, as a laptop would in between.
+    laptop.reboot()?;
+    let (out, text) = output_text(laptop.program(&["cmd", "/c", r"C:\kit\uninstall.cmd"]))?;
+    assert!(out.status.success(), "uninstall.cmd: {text}");
+    assert!(
+        text.contains("service tps-agent removed"),
+        "uninstall.cmd: {text}"
+    );
+    // DeleteService marks the service; Wine's service manager drops the key when it
+    // lets go of it, at the latest when the machine restarts (as Windows does).
+    laptop.reboot()?;
+    eventually(WAIT, "the service removed", || async {
+        (!laptop.service_key().ok()?.contains("ImagePath")).then_some(())
+    })
+    .await?;
     Ok(())
 }

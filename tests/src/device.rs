@@ -30,3 +30,62 @@ pub fn output_text(mut c: Command) -> anyhow::Result<(Output, String)> {
     );
     Ok((out, text))
 }
+
+/// `enroll --collector URL --tps CODE --code ENROLLMENT`.
+pub fn enroll_args<'a>(url: &'a str, tps: &'a str, code: &'a str) -> [&'a str; 7] {
+    ["enroll", "--collector", url, "--tps", tps, "--code", code]
+}
+
+/// Restarts an agent killed mid-backlog (`agent` runs `tps-agent run` quietly) and
+/// holds that every round up to `last` is then stored once, in order; returns the rows
+/// (seq, start_ms) stored for `agent_id`.
+pub async fn delivers_everything_after_restart(
+    mut agent: Command,
+    data_dir: &std::path::Path,
+    agent_id: u64,
+    last: u64,
+    limit: std::time::Duration,
+) -> anyhow::Result<Vec<(u64, i64)>> {
+    let mut child = agent
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let rows = crate::eventually(limit, "everything spooled before the kill", || async {
+        let rows = tps_collector::testing::stored_seqs(data_dir, agent_id).ok()?;
+        (rows.len() as u64 >= last).then_some(rows)
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let rows = rows?;
+    tps_collector::testing::assert_complete_and_ordered(&rows, last);
+    Ok(rows)
+}
+
+/// A fast collector (pushes every second, `max_batch` at once) on a fresh store with
+/// the Kepri registry, and the enrollment code of one station of `village`.
+#[derive(Debug)]
+pub struct Fixture {
+    /// Holds the store; removed when dropped.
+    pub dir: tempfile::TempDir,
+    pub data: std::path::PathBuf,
+    pub collector: crate::TestCollector,
+    pub tps: String,
+    pub code: String,
+}
+
+pub async fn fixture(village: &str, max_batch: usize) -> anyhow::Result<Fixture> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("collector");
+    tps_collector::commands::import_stations(&data, &crate::kepri_registry())?;
+    let collector =
+        crate::TestCollector::start_with(&data, |c| fast_collector(c, max_batch)).await?;
+    let (tps, code) = collector.codes(village)?.remove(0);
+    Ok(Fixture {
+        dir,
+        data,
+        collector,
+        tps,
+        code,
+    })
+}

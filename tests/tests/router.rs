@@ -10,7 +10,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tps_agent::spool::Spool;
-use tps_tests::device::{fast_agent_config, fast_collector, output_text as run};
+use tps_tests::device::{
+    Fixture, delivers_everything_after_restart, enroll_args, fast_agent_config, fast_collector,
+    fixture, output_text as run,
+};
 use tps_tests::router::{AARCH64, ARMV7, Arch, MIPSEL, RouterRoot, built};
 use tps_tests::{TestCollector, eventually, kepri_registry};
 
@@ -29,29 +32,19 @@ async fn router_end_to_end(arch: Arch) -> anyhow::Result<()> {
     let Some(bin) = built(arch)? else {
         return Ok(());
     };
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("collector");
-    tps_collector::commands::import_stations(&data, &kepri_registry())?;
-    let mut collector = TestCollector::start_with(&data, |c| fast_collector(c, 2)).await?;
+    let Fixture {
+        dir: _dir,
+        data,
+        mut collector,
+        tps,
+        code,
+    } = fixture(VILLAGE, 2).await?;
     let (grpc, http) = (collector.grpc, collector.http);
-    let (tps, code) = collector.codes(VILLAGE)?.remove(0);
     let router = RouterRoot::new(arch, &bin, HOSTS)?;
     let url = format!("http://collector.tps.test:{}", grpc.port());
 
     // Enrolled by host name, with the router's defaults for config and state.
-    let (out, text) = run(router.agent(
-        &[
-            "enroll",
-            "--collector",
-            &url,
-            "--tps",
-            &tps,
-            "--code",
-            &code,
-        ],
-        "",
-        None,
-    ))?;
+    let (out, text) = run(router.agent(&enroll_args(&url, &tps, &code), "", None))?;
     assert!(out.status.success(), "{}: enroll: {text}", arch.triple);
     assert!(text.contains("/etc/init.d/tps-agent start"), "{text}");
     let creds = router.path("/etc/tps-agent/state/credentials.toml");
@@ -111,19 +104,8 @@ async fn router_end_to_end(arch: Arch) -> anyhow::Result<()> {
     );
 
     // Restarted, it delivers everything, once and in order.
-    let mut agent = router
-        .agent(&["run"], "", None)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let rows = eventually(WAIT, "everything spooled before the kill", || async {
-        let rows = tps_collector::testing::stored_seqs(&data, agent_id).ok()?;
-        (rows.len() as u64 >= last).then_some(rows)
-    })
-    .await?;
-    tps_collector::testing::assert_complete_and_ordered(&rows, last);
-    agent.kill()?;
-    agent.wait()?;
+    let agent = router.agent(&["run"], "", None);
+    delivers_everything_after_restart(agent, &data, agent_id, last, WAIT).await?;
     collector.stop().await?;
     Ok(())
 }

@@ -9,9 +9,12 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use tps_agent::spool::Spool;
-use tps_tests::device::{fast_agent_config, fast_collector, output_text};
+use tps_tests::device::{
+    Fixture, delivers_everything_after_restart, enroll_args, fast_agent_config, fast_collector,
+    fixture, output_text,
+};
 use tps_tests::wine::{Laptop, built};
-use tps_tests::{TestCollector, eventually, kepri_registry};
+use tps_tests::{TestCollector, eventually};
 
 const VILLAGE: &str = "21.71.01.1002";
 const WAIT: Duration = Duration::from_secs(120);
@@ -48,25 +51,19 @@ async fn windows_agent_enrolls_checks_and_loses_nothing_when_killed() -> anyhow:
     let Some((exe, dll)) = built()? else {
         return Ok(());
     };
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("collector");
-    tps_collector::commands::import_stations(&data, &kepri_registry())?;
-    let mut collector = TestCollector::start_with(&data, |c| fast_collector(c, 2)).await?;
+    let Fixture {
+        dir: _dir,
+        data,
+        mut collector,
+        tps,
+        code,
+    } = fixture(VILLAGE, 2).await?;
     let (grpc, http) = (collector.grpc, collector.http);
-    let (tps, code) = collector.codes(VILLAGE)?.remove(0);
     let laptop = Laptop::new(&exe, &dll)?;
     let url = format!("http://localhost:{}", grpc.port());
 
     // Enrolled by host name; config and token land in %ProgramData%\tps-agent.
-    let (out, text) = output_text(laptop.agent(&[
-        "enroll",
-        "--collector",
-        &url,
-        "--tps",
-        &tps,
-        "--code",
-        &code,
-    ]))?;
+    let (out, text) = output_text(laptop.agent(&enroll_args(&url, &tps, &code)))?;
     assert!(out.status.success(), "enroll: {text}");
     assert!(text.contains("tps-agent service install"), "{text}");
     let written = std::fs::read_to_string(laptop.path(CONFIG))?;
@@ -125,19 +122,7 @@ async fn windows_agent_enrolls_checks_and_loses_nothing_when_killed() -> anyhow:
     assert!(depth > 0, "killed mid-backlog ({depth} waiting)");
 
     // Restarted, it delivers everything, once and in order.
-    let mut agent = laptop
-        .agent(&["run"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let rows = eventually(WAIT, "everything spooled before the kill", || async {
-        let rows = tps_collector::testing::stored_seqs(&data, agent_id).ok()?;
-        (rows.len() as u64 >= last).then_some(rows)
-    })
-    .await?;
-    tps_collector::testing::assert_complete_and_ordered(&rows, last);
-    agent.kill()?;
-    agent.wait()?;
+    delivers_everything_after_restart(laptop.agent(&["run"]), &data, agent_id, last, WAIT).await?;
 
     // As a Windows service: installed for automatic start, started, delivering, stopped.
     let (out, text) = output_text(laptop.agent(&["service", "install"]))?;

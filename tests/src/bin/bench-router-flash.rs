@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 use clap::Parser;
+use tps_tests::device::enroll_args;
 use tps_tests::router::{AARCH64, RouterRoot, built};
 use tps_tests::stats::median;
 use tps_tests::{TestCollector, eventually, kepri_registry};
@@ -61,19 +62,7 @@ async fn run_once(link_up: bool, rounds: u64) -> anyhow::Result<(f64, f64)> {
     let port = collector.grpc.port();
     let url = format!("http://collector.tps.test:{port}");
     let out = router
-        .agent(
-            &[
-                "enroll",
-                "--collector",
-                &url,
-                "--tps",
-                &tps,
-                "--code",
-                &code,
-            ],
-            "",
-            None,
-        )
+        .agent(&enroll_args(&url, &tps, &code), "", None)
         .output()?;
     anyhow::ensure!(out.status.success(), "enroll failed: {out:?}");
     // The defaults but the cadence; three loopback targets stand for gateway,

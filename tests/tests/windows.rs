@@ -137,13 +137,19 @@ async fn windows_agent_enrolls_checks_and_loses_nothing_when_killed() -> anyhow:
     // after processes of the prefix were SIGKILLed until it starts again): the service
     // starts by itself, as at Windows boot, and delivers.
     laptop.reboot()?;
+    // Wine stops a prefix's services once no user program runs in it; a command
+    // prompt stands for the logged-in user.
+    let mut session = laptop
+        .program(&["cmd"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
     let service_log = || {
         std::fs::read_to_string(laptop.path(r"C:\ProgramData\tps-agent\agent.log"))
             .unwrap_or_default()
     };
-    // Told by the service's own log (a service has no console). Rounds from the service
-    // are not asserted: under Wine its ICMP check fails and, in 2 of 3 runs, rounds
-    // stopped after the first push (see docs/WINDOWS.md) — to be run on real Windows.
+    // Also told by the service's own log (a service has no console).
     let logged = |what: &'static str, times: usize| {
         let log = service_log;
         async move {
@@ -155,18 +161,32 @@ async fn windows_agent_enrolls_checks_and_loses_nothing_when_killed() -> anyhow:
         }
     };
     logged("the collector takes pushes", 1).await?;
+    let stored = || tps_collector::testing::stored_seqs(&data, agent_id).map(|r| r.len());
+    let before = stored()?;
+    eventually(WAIT, "rounds from the service started at boot", || async {
+        (stored().ok()? > before + 4).then_some(())
+    })
+    .await
+    .map_err(|e| e.context(format!("the service's log:\n{}", service_log())))?;
     let (out, text) = output_text(laptop.agent(&["service", "stop"]))?;
     assert!(out.status.success(), "service stop: {text}");
     logged("agent stopping", 1).await?;
     let (out, text) = output_text(laptop.agent(&["service", "start"]))?;
     assert!(out.status.success(), "service start: {text}");
     logged("agent running", 2).await?;
+    let before = stored()?;
+    eventually(WAIT, "rounds after service start", || async {
+        (stored().ok()? > before + 4).then_some(())
+    })
+    .await?;
     let (out, text) = output_text(laptop.agent(&["service", "uninstall"]))?;
     assert!(out.status.success(), "service uninstall: {text}");
     eventually(WAIT, "the service removed", || async {
         (!laptop.service_key().ok()?.contains("ImagePath")).then_some(())
     })
     .await?;
+    let _ = session.kill();
+    let _ = session.wait();
     // Everything delivered once, whichever process sent it.
     let rows = tps_collector::testing::stored_seqs(&data, agent_id)?;
     assert!(

@@ -197,6 +197,35 @@ pub async fn probe_loop(config: Config, spool: SharedSpool) {
     }
 }
 
+/// How often a wait checks the wall clock (see [`wait_due`]).
+const WAKE_CHECK: Duration = Duration::from_secs(5);
+
+/// Whether a wait of `wait` that began `mono` ago by the monotonic clock, and at
+/// `wall_start` by the wall clock, is over by either clock.
+pub fn due(
+    wait: Duration,
+    mono: Duration,
+    wall_start: std::time::SystemTime,
+    wall_now: std::time::SystemTime,
+) -> bool {
+    mono >= wait || wall_now.duration_since(wall_start).is_ok_and(|d| d >= wait)
+}
+
+/// Waits `wait`, or less when the wall clock says it has passed: a laptop's monotonic
+/// clock may stand still while it sleeps, so after waking the push that fell due goes
+/// out within [`WAKE_CHECK`] instead of a whole interval later. (A wall clock set
+/// forward only makes one push early.)
+pub async fn wait_due(wait: Duration) {
+    let (mono_start, wall_start) = (tokio::time::Instant::now(), std::time::SystemTime::now());
+    loop {
+        let mono = mono_start.elapsed();
+        if due(wait, mono, wall_start, std::time::SystemTime::now()) {
+            return;
+        }
+        tokio::time::sleep((wait - mono).min(WAKE_CHECK)).await;
+    }
+}
+
 /// Delivers the spool: a push every interval (a heartbeat when nothing waits), the
 /// backlog back to back after an outage, exponential backoff with jitter on failure.
 ///
@@ -279,7 +308,7 @@ pub async fn push_loop(
                 if sent > 0 && sent >= max_batch {
                     continue; // more backlog waits: send it now, in order
                 }
-                tokio::time::sleep(interval).await;
+                wait_due(interval).await;
             }
             Err(PushError::Unauthenticated(msg)) => {
                 tracing::error!(
@@ -328,7 +357,7 @@ pub async fn push_loop(
                     }
                 }
                 tracing::warn!(error = %e, retry_in = ?wait, spooled = depth, "push failed; measurements stay spooled");
-                tokio::time::sleep(wait).await;
+                wait_due(wait).await;
             }
         }
     }
@@ -357,4 +386,55 @@ pub async fn run(
         () = shutdown => tracing::info!("agent stopping; the spool keeps what was not delivered"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    #[test]
+    fn a_wait_is_due_by_either_clock() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let min = Duration::from_secs(60);
+        assert!(!due(
+            min,
+            Duration::from_secs(10),
+            t0,
+            t0 + Duration::from_secs(10)
+        ));
+        assert!(due(
+            min,
+            Duration::from_secs(60),
+            t0,
+            t0 + Duration::from_secs(60)
+        ));
+        // Asleep for an hour: the monotonic clock stood still, the wall clock did not.
+        assert!(due(
+            min,
+            Duration::from_secs(10),
+            t0,
+            t0 + Duration::from_secs(3_610)
+        ));
+        // A wall clock set back never holds a push past its monotonic time.
+        assert!(due(
+            min,
+            Duration::from_secs(61),
+            t0,
+            t0 - Duration::from_secs(600)
+        ));
+        assert!(!due(
+            min,
+            Duration::from_secs(1),
+            t0,
+            t0 - Duration::from_secs(600)
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_due_waits_the_whole_wait_when_the_clocks_agree() {
+        let t = tokio::time::Instant::now();
+        wait_due(Duration::from_secs(60)).await;
+        assert!(t.elapsed() >= Duration::from_secs(60));
+    }
 }

@@ -45,19 +45,11 @@ enum Command {
     /// start, stop. Needs Administrator.
     Service {
         #[arg(value_enum)]
-        action: ServiceAction,
+        action: service::Action,
     },
     /// Entry point of the installed service (started by the service manager).
     #[command(hide = true)]
     ServiceRun,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum ServiceAction {
-    Install,
-    Uninstall,
-    Start,
-    Stop,
 }
 
 fn main() -> std::process::ExitCode {
@@ -71,8 +63,12 @@ fn main() -> std::process::ExitCode {
             tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)
         });
     // A service has no console: it logs to a file beside its config.
+    let config_path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| tps_agent::platform::Device::detect().config_path());
     let log_file = match &cli.command {
-        Some(Command::ServiceRun) => service::open_log(&config_path(&cli)),
+        Some(Command::ServiceRun) => service::open_log(&config_path),
         _ => None,
     };
     let console = log_file.is_none().then(|| {
@@ -100,7 +96,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(dispatch(cli)) {
+    match rt.block_on(dispatch(cli, config_path)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -109,14 +105,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn config_path(cli: &Cli) -> PathBuf {
-    cli.config
-        .clone()
-        .unwrap_or_else(|| tps_agent::platform::Device::detect().config_path())
-}
-
-async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
-    let config_path = config_path(&cli);
+async fn dispatch(cli: Cli, config_path: PathBuf) -> anyhow::Result<std::process::ExitCode> {
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
             let config = config::load(&config_path)?;
@@ -157,15 +146,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 return Ok(std::process::ExitCode::FAILURE);
             }
         }
-        Command::Service { action } => {
-            let action = match action {
-                ServiceAction::Install => service::Action::Install,
-                ServiceAction::Uninstall => service::Action::Uninstall,
-                ServiceAction::Start => service::Action::Start,
-                ServiceAction::Stop => service::Action::Stop,
-            };
-            println!("{}", service::manage(action, &config_path)?);
-        }
+        Command::Service { action } => println!("{}", service::manage(action, &config_path)?),
         Command::ServiceRun => service::run_as_service(&config_path)?,
     }
     Ok(std::process::ExitCode::SUCCESS)

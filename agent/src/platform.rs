@@ -78,14 +78,18 @@ fn program_data() -> PathBuf {
 const OPENWRT_MARK: &str = "/etc/openwrt_release";
 
 impl Device {
+    /// This device, looked up once per process (advice and defaults ask often).
     pub fn detect() -> Device {
-        if cfg!(windows) {
-            Device::Windows
-        } else if Path::new(OPENWRT_MARK).exists() {
-            Device::OpenWrt
-        } else {
-            Device::Linux
-        }
+        static DEVICE: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+        *DEVICE.get_or_init(|| {
+            if cfg!(windows) {
+                Device::Windows
+            } else if Path::new(OPENWRT_MARK).exists() {
+                Device::OpenWrt
+            } else {
+                Device::Linux
+            }
+        })
     }
 
     pub fn defaults(self) -> Defaults {
@@ -233,6 +237,10 @@ mod tests {
         let e = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
         assert!(Device::OpenWrt.icmp_advice(&e).contains("/etc/sysctl.d/"));
         assert!(Device::Linux.icmp_advice(&e).contains("CAP_NET_RAW"));
+        // ICMPv6 datagram sockets follow net.ipv4.ping_group_range; there is no ipv6 one.
+        for d in [Device::Linux, Device::OpenWrt] {
+            assert!(!d.icmp_advice(&e).contains("net.ipv6"), "{d:?}");
+        }
         let dir = Path::new("/etc/tps-agent/state");
         let full = Device::OpenWrt.storage_advice(StorageProblem::Full, dir);
         assert!(

@@ -119,6 +119,14 @@ pub async fn tcp_connect_time(addr: SocketAddr, timeout: Duration) -> Option<Dur
 /// Resolves a host name (or an address literal) as connections do: `/etc/hosts`, then
 /// the DNS servers of `/etc/resolv.conf`. The error says what to change on the device.
 pub async fn lookup(host: &str) -> Result<IpAddr, String> {
+    lookup_ip(host)
+        .await
+        .map_err(|why| Device::detect().resolve_advice(host, &why))
+}
+
+/// The one name lookup of probes and advice alike: a literal, or the system resolver
+/// within 10 s; the error is why it failed.
+async fn lookup_ip(host: &str) -> Result<IpAddr, String> {
     if let Ok(ip) = host
         .trim_start_matches('[')
         .trim_end_matches(']')
@@ -126,18 +134,14 @@ pub async fn lookup(host: &str) -> Result<IpAddr, String> {
     {
         return Ok(ip);
     }
-    let why =
-        match tokio::time::timeout(Duration::from_secs(10), tokio::net::lookup_host((host, 0)))
-            .await
-        {
-            Ok(Ok(mut found)) => match found.next() {
-                Some(a) => return Ok(a.ip()),
-                None => "no address".to_string(),
-            },
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "no answer within 10 s".to_string(),
-        };
-    Err(Device::detect().resolve_advice(host, &why))
+    match tokio::time::timeout(Duration::from_secs(10), tokio::net::lookup_host((host, 0))).await {
+        Ok(Ok(mut found)) => found
+            .next()
+            .map(|a| a.ip())
+            .ok_or_else(|| "no address".into()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer within 10 s".into()),
+    }
 }
 
 /// Resolves a target's address to one IP: the gateway from the routing table, the
@@ -153,14 +157,7 @@ pub async fn resolve(address: &Address, collector_host: &str) -> (Option<IpAddr>
         Address::Collector => collector_host.to_string(),
         Address::Host(h) => h.clone(),
     };
-    if let Ok(ip) = name.parse::<IpAddr>() {
-        return (Some(ip), name);
-    }
-    let found = tokio::net::lookup_host((name.as_str(), 0))
-        .await
-        .ok()
-        .and_then(|mut a| a.next());
-    (found.map(|a| a.ip()), name)
+    (lookup_ip(&name).await.ok(), name)
 }
 
 #[cfg(test)]

@@ -396,39 +396,22 @@ mod tests {
     #[test]
     fn a_wait_is_due_by_either_clock() {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let min = Duration::from_secs(60);
-        assert!(!due(
-            min,
-            Duration::from_secs(10),
-            t0,
-            t0 + Duration::from_secs(10)
-        ));
-        assert!(due(
-            min,
-            Duration::from_secs(60),
-            t0,
-            t0 + Duration::from_secs(60)
-        ));
+        // A 60 s wait, `mono` s by the monotonic clock, the wall clock `wall` s on.
+        let due_at = |mono: u64, wall: i64| {
+            let now = if wall >= 0 {
+                t0 + Duration::from_secs(wall as u64)
+            } else {
+                t0 - Duration::from_secs(wall.unsigned_abs())
+            };
+            due(Duration::from_secs(60), Duration::from_secs(mono), t0, now)
+        };
+        assert!(!due_at(10, 10));
+        assert!(due_at(60, 60));
         // Asleep for an hour: the monotonic clock stood still, the wall clock did not.
-        assert!(due(
-            min,
-            Duration::from_secs(10),
-            t0,
-            t0 + Duration::from_secs(3_610)
-        ));
+        assert!(due_at(10, 3_610));
         // A wall clock set back never holds a push past its monotonic time.
-        assert!(due(
-            min,
-            Duration::from_secs(61),
-            t0,
-            t0 - Duration::from_secs(600)
-        ));
-        assert!(!due(
-            min,
-            Duration::from_secs(1),
-            t0,
-            t0 - Duration::from_secs(600)
-        ));
+        assert!(due_at(61, -600));
+        assert!(!due_at(1, -600));
     }
 
     #[tokio::test(start_paused = true)]

@@ -9,8 +9,8 @@ use std::path::Path;
 #[cfg(windows)]
 mod windows;
 
-/// What `tps-agent service …` asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What `tps-agent service …` asks for (its values are the command line's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Action {
     Install,
     Uninstall,

@@ -62,8 +62,8 @@ pub async fn delivers_everything_after_restart(
     Ok(rows)
 }
 
-/// A fast collector (pushes every second, `max_batch` at once) on a fresh store with
-/// the Kepri registry, and the enrollment code of one station of `village`.
+/// A collector on a fresh store with the Kepri registry, its config adjusted by `tune`
+/// (e.g. [`fast_collector`]), and the enrollment code of one station of `village`.
 #[derive(Debug)]
 pub struct Fixture {
     /// Holds the store; removed when dropped.
@@ -74,12 +74,14 @@ pub struct Fixture {
     pub code: String,
 }
 
-pub async fn fixture(village: &str, max_batch: usize) -> anyhow::Result<Fixture> {
+pub async fn fixture(
+    village: &str,
+    tune: impl FnOnce(&mut tps_collector::config::Config),
+) -> anyhow::Result<Fixture> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("collector");
     tps_collector::commands::import_stations(&data, &crate::kepri_registry())?;
-    let collector =
-        crate::TestCollector::start_with(&data, |c| fast_collector(c, max_batch)).await?;
+    let collector = crate::TestCollector::start_with(&data, tune).await?;
     let (tps, code) = collector.codes(village)?.remove(0);
     Ok(Fixture {
         dir,

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use tps_agent::spool::Spool;
 use tps_tests::device::{
-    Fixture, delivers_everything_after_restart, enroll_args, fast_agent_config, fast_collector,
-    fixture, output_text as run,
+    delivers_everything_after_restart, enroll_args, fast_agent_config, fast_collector, fixture,
+    output_text as run,
 };
 use tps_tests::router::{AARCH64, ARMV7, Arch, MIPSEL, RouterRoot, built};
-use tps_tests::{TestCollector, eventually, kepri_registry};
+use tps_tests::{TestCollector, eventually};
 
 const VILLAGE: &str = "21.71.01.1002";
 /// qemu-user is slower than a router: generous, but a deadline all the same.
@@ -32,19 +32,14 @@ async fn router_end_to_end(arch: Arch) -> anyhow::Result<()> {
     let Some(bin) = built(arch)? else {
         return Ok(());
     };
-    let Fixture {
-        dir: _dir,
-        data,
-        mut collector,
-        tps,
-        code,
-    } = fixture(VILLAGE, 2).await?;
-    let (grpc, http) = (collector.grpc, collector.http);
+    let mut f = fixture(VILLAGE, |c| fast_collector(c, 2)).await?;
+    let data = f.data.clone();
+    let (grpc, http) = (f.collector.grpc, f.collector.http);
     let router = RouterRoot::new(arch, &bin, HOSTS)?;
     let url = format!("http://collector.tps.test:{}", grpc.port());
 
     // Enrolled by host name, with the router's defaults for config and state.
-    let (out, text) = run(router.agent(&enroll_args(&url, &tps, &code), "", None))?;
+    let (out, text) = run(router.agent(&enroll_args(&url, &f.tps, &f.code), "", None))?;
     assert!(out.status.success(), "{}: enroll: {text}", arch.triple);
     assert!(text.contains("/etc/init.d/tps-agent start"), "{text}");
     let creds = router.path("/etc/tps-agent/state/credentials.toml");
@@ -74,7 +69,7 @@ async fn router_end_to_end(arch: Arch) -> anyhow::Result<()> {
     // The collector goes away; the router keeps measuring onto its flash.
     let from_check = tps_collector::testing::stored_seqs(&data, agent_id)?.len();
     assert!(from_check > 0, "check delivered its round");
-    collector.halt().await?;
+    f.collector.halt().await?;
     let state = router.path("/etc/tps-agent/state");
     let mut agent = router
         .agent(&["run"], "", None)
@@ -87,7 +82,7 @@ async fn router_end_to_end(arch: Arch) -> anyhow::Result<()> {
     .await?;
 
     // It comes back; the agent is killed after the first pushes of the backlog.
-    collector = TestCollector::start_on(&data, grpc, http, |c| fast_collector(c, 2)).await?;
+    f.collector = TestCollector::start_on(&data, grpc, http, |c| fast_collector(c, 2)).await?;
     let first = eventually(WAIT, "the backlog starts arriving", || async {
         let n = tps_collector::testing::stored_seqs(&data, agent_id)
             .ok()?
@@ -106,7 +101,7 @@ async fn router_end_to_end(arch: Arch) -> anyhow::Result<()> {
     // Restarted, it delivers everything, once and in order.
     let agent = router.agent(&["run"], "", None);
     delivers_everything_after_restart(agent, &data, agent_id, last, WAIT).await?;
-    collector.stop().await?;
+    f.collector.stop().await?;
     Ok(())
 }
 
@@ -134,11 +129,7 @@ async fn the_router_finds_the_collector_through_resolv_conf() -> anyhow::Result<
     let Some(bin) = built(AARCH64)? else {
         return Ok(());
     };
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("collector");
-    tps_collector::commands::import_stations(&data, &kepri_registry())?;
-    let collector = TestCollector::start(&data).await?;
-    let (tps, code) = collector.codes(VILLAGE)?.remove(0);
+    let f = fixture(VILLAGE, |_| {}).await?;
     let mut dns = Command::new("/usr/sbin/dnsmasq")
         .args([
             "--keep-in-foreground",
@@ -169,30 +160,14 @@ async fn the_router_finds_the_collector_through_resolv_conf() -> anyhow::Result<
         "127.0.0.1 localhost
 ",
     )?;
-    std::fs::write(
-        router.path("/etc/resolv.conf"),
-        "nameserver 127.0.0.153
-",
-    )?;
-    let url = format!("http://collector.dns.test:{}", collector.grpc.port());
-    let result = run(router.agent(
-        &[
-            "enroll",
-            "--collector",
-            &url,
-            "--tps",
-            &tps,
-            "--code",
-            &code,
-        ],
-        "",
-        None,
-    ));
+    std::fs::write(router.path("/etc/resolv.conf"), "nameserver 127.0.0.153\n")?;
+    let url = format!("http://collector.dns.test:{}", f.collector.grpc.port());
+    let result = run(router.agent(&enroll_args(&url, &f.tps, &f.code), "", None));
     let _ = dns.kill();
     let _ = dns.wait();
     let (out, text) = result?;
     assert!(out.status.success(), "enroll through DNS: {text}");
-    collector.stop().await?;
+    f.collector.stop().await?;
     Ok(())
 }
 
@@ -205,19 +180,12 @@ fn the_router_says_what_to_change() -> anyhow::Result<()> {
     };
     let router = RouterRoot::new(AARCH64, &bin, HOSTS)?;
 
-    let (out, text) = run(router.agent(
-        &[
-            "enroll",
-            "--collector",
-            "http://nowhere.tps.test:50051",
-            "--tps",
-            "2171011002001",
-            "--code",
-            "AAAA-AAAA",
-        ],
-        "",
-        None,
-    ))?;
+    let unknown = enroll_args(
+        "http://nowhere.tps.test:50051",
+        "2171011002001",
+        "AAAA-AAAA",
+    );
+    let (out, text) = run(router.agent(&unknown, "", None))?;
     assert!(!out.status.success());
     assert!(
         text.contains("cannot resolve the host name \"nowhere.tps.test\"")

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use tps_agent::spool::Spool;
 use tps_tests::device::{
-    Fixture, delivers_everything_after_restart, enroll_args, fast_agent_config, fast_collector,
-    fixture, output_text,
+    delivers_everything_after_restart, enroll_args, fast_agent_config, fast_collector, fixture,
+    output_text,
 };
 use tps_tests::wine::{Laptop, built};
 use tps_tests::{TestCollector, eventually};
@@ -51,19 +51,14 @@ async fn windows_agent_enrolls_checks_and_loses_nothing_when_killed() -> anyhow:
     let Some((exe, dll)) = built()? else {
         return Ok(());
     };
-    let Fixture {
-        dir: _dir,
-        data,
-        mut collector,
-        tps,
-        code,
-    } = fixture(VILLAGE, 2).await?;
-    let (grpc, http) = (collector.grpc, collector.http);
+    let mut f = fixture(VILLAGE, |c| fast_collector(c, 2)).await?;
+    let data = f.data.clone();
+    let (grpc, http) = (f.collector.grpc, f.collector.http);
     let laptop = Laptop::new(&exe, &dll)?;
     let url = format!("http://localhost:{}", grpc.port());
 
     // Enrolled by host name; config and token land in %ProgramData%\tps-agent.
-    let (out, text) = output_text(laptop.agent(&enroll_args(&url, &tps, &code)))?;
+    let (out, text) = output_text(laptop.agent(&enroll_args(&url, &f.tps, &f.code)))?;
     assert!(out.status.success(), "enroll: {text}");
     assert!(text.contains("tps-agent service install"), "{text}");
     let written = std::fs::read_to_string(laptop.path(CONFIG))?;
@@ -94,7 +89,7 @@ async fn windows_agent_enrolls_checks_and_loses_nothing_when_killed() -> anyhow:
     assert!(from_check > 0, "check delivered its round");
 
     // The collector goes away; the laptop keeps measuring into its spool.
-    collector.halt().await?;
+    f.collector.halt().await?;
     let mut agent = laptop
         .agent(&["run"])
         .env("RUST_LOG", "tps_agent=debug,info")
@@ -108,7 +103,7 @@ async fn windows_agent_enrolls_checks_and_loses_nothing_when_killed() -> anyhow:
     .await?;
 
     // Back; the agent is killed after the first pushes of the backlog.
-    collector = TestCollector::start_on(&data, grpc, http, |c| fast_collector(c, 2)).await?;
+    f.collector = TestCollector::start_on(&data, grpc, http, |c| fast_collector(c, 2)).await?;
     eventually(WAIT, "the backlog starts arriving", || async {
         let n = tps_collector::testing::stored_seqs(&data, agent_id)
             .ok()?
@@ -193,7 +188,7 @@ async fn windows_agent_enrolls_checks_and_loses_nothing_when_killed() -> anyhow:
         rows.windows(2).all(|w| w[0].0 < w[1].0),
         "no seq stored twice"
     );
-    collector.stop().await?;
+    f.collector.stop().await?;
     Ok(())
 }
 
@@ -204,15 +199,12 @@ fn the_windows_agent_says_what_to_change() -> anyhow::Result<()> {
         return Ok(());
     };
     let laptop = Laptop::new(&exe, &dll)?;
-    let (out, text) = output_text(laptop.agent(&[
-        "enroll",
-        "--collector",
+    let unknown = enroll_args(
         "http://nowhere.tps.test:50051",
-        "--tps",
         "2171011002001",
-        "--code",
         "AAAA-AAAA",
-    ]))?;
+    );
+    let (out, text) = output_text(laptop.agent(&unknown))?;
     assert!(!out.status.success());
     assert!(
         text.contains("cannot resolve the host name \"nowhere.tps.test\"")

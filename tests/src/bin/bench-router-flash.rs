@@ -12,10 +12,10 @@
 use std::time::Duration;
 
 use clap::Parser;
-use tps_tests::device::enroll_args;
+use tps_tests::device::{enroll_args, fixture};
+use tps_tests::eventually;
 use tps_tests::router::{AARCH64, RouterRoot, built};
 use tps_tests::stats::median;
-use tps_tests::{TestCollector, eventually, kepri_registry};
 
 #[derive(Parser)]
 struct Args {
@@ -46,14 +46,11 @@ fn io_counters(pid: u32) -> anyhow::Result<(u64, u64)> {
 /// One run: (write_bytes, wchar) per round.
 async fn run_once(link_up: bool, rounds: u64) -> anyhow::Result<(f64, f64)> {
     let bin = built(AARCH64)?.ok_or_else(|| anyhow::anyhow!("run scripts/cross aarch64 first"))?;
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("collector");
-    tps_collector::commands::import_stations(&data, &kepri_registry())?;
-    let collector = TestCollector::start_with(&data, |c| {
+    let f = fixture("21.71.01.1002", |c| {
         c.ingest.push_interval_secs = (2 * ROUND_SECS) as u32;
     })
     .await?;
-    let (tps, code) = collector.codes("21.71.01.1002")?.remove(0);
+    let (collector, tps, code) = (f.collector, f.tps, f.code);
     let router = RouterRoot::new(
         AARCH64,
         &bin,

@@ -9,7 +9,18 @@ use crate::credentials;
 use crate::run::{self, with_spool};
 use crate::system::SystemInfo;
 use crate::uplink::{self, PushError, Uplink};
-use crate::wire;
+use crate::wire::{self, SpoolView};
+
+async fn spool_view(spool: &run::SharedSpool) -> SpoolView {
+    with_spool(spool, |s| {
+        Ok(SpoolView {
+            depth: s.depth()?,
+            dropped: s.dropped_by_reason()?,
+        })
+    })
+    .await
+    .unwrap_or_default()
+}
 
 /// The collector's default thresholds for the primary target (the first one).
 pub const MAX_LOSS: f64 = 0.10;
@@ -38,14 +49,19 @@ pub async fn check(config: &Config) -> Report {
 
     // 1. One probe round.
     let host = config::collector_host(&config.collector).unwrap_or_default();
-    let probers = run::probers(config);
+    let run::Probers {
+        probers,
+        primary_problem,
+    } = run::probers(config);
     if probers.is_empty() {
         problems.push("no target can be probed here (see the warning above)".into());
+    } else if !primary_problem.is_empty() {
+        problems.push(format!("the primary {primary_problem}"));
     }
-    let start_ms = run::now_ms();
+    let stamp = crate::clock::Clock::new().stamp();
     let (_, outcomes) = run::probe_round(probers, &host).await;
     let _ = writeln!(out, "\nTargets:");
-    for (i, (name, o)) in outcomes.iter().enumerate() {
+    for (name, o) in &outcomes {
         let r = &o.round;
         let loss = if r.sent == 0 {
             1.0
@@ -76,7 +92,7 @@ pub async fn check(config: &Config) -> Report {
             loss * 100.0,
             if ok { "REACHED" } else { "NOT REACHED" }
         );
-        if i == 0 {
+        if name == run::primary(config) {
             if loss >= MAX_LOSS {
                 problems.push(format!(
                     "{name} (primary target): {:.0}% loss, limit {:.0}%",
@@ -102,66 +118,82 @@ pub async fn check(config: &Config) -> Report {
         Ok(c) => {
             let spool = match run::open_spool(config) {
                 Ok(s) => Some(s),
+                Err(e) if run::spool_in_use(&e) => {
+                    let _ = writeln!(
+                        out,
+                        "  spool:          in use by the running agent (the service); this check's round is not added to it"
+                    );
+                    None
+                }
                 Err(e) => {
                     problems.push(format!("spool: {e}"));
                     None
                 }
             };
-            if let Some(spool) = spool {
-                let entries = run::round_entries(outcomes.clone(), start_ms);
-                if let Err(e) = with_spool(&spool, move |s| s.append(&entries, start_ms)).await {
+            if let Some(spool) = &spool {
+                let entries = run::round_entries(outcomes.clone(), stamp);
+                if let Err(e) = with_spool(spool, move |s| s.append(&entries)).await {
                     problems.push(format!(
                         "this round could not be spooled: {}",
                         run::storage_advice(&e, config).unwrap_or_else(|| e.to_string())
                     ));
                 }
-                match uplink::channel(&config.collector, config.ca_cert.as_deref()) {
-                    Err(e) => problems.push(e.to_string()),
-                    Ok(ch) => {
-                        let mut up = Uplink::new(ch, c.token.clone());
-                        let batch = with_spool(&spool, |s| s.batch(500))
-                            .await
-                            .unwrap_or_default();
-                        let (depth, dropped) =
-                            with_spool(&spool, |s| Ok((s.depth()?, s.dropped()?)))
+            }
+            match uplink::channel(&config.collector, config.ca_cert.as_deref()) {
+                Err(e) => problems.push(e.to_string()),
+                Ok(ch) => {
+                    let mut up = Uplink::new(ch, c.token.clone());
+                    let (batch, view) = match &spool {
+                        Some(spool) => (
+                            with_spool(spool, |s| s.batch(500))
                                 .await
-                                .unwrap_or((0, 0));
-                        let status = wire::status(
-                            SystemInfo::new().facts(),
-                            depth,
-                            dropped,
-                            run::now_ms(),
-                            run::primary(config),
-                        );
-                        let msgs = batch.iter().map(wire::measurement).collect();
-                        match up.push(status, msgs).await {
-                            Ok(r) => {
-                                let acked = r.acked_seq;
-                                let _ = with_spool(&spool, move |s| s.ack(acked)).await;
-                                let _ = writeln!(out, "  reachable:      yes");
-                                let _ = writeln!(
-                                    out,
-                                    "  token accepted: yes ({} measurements delivered)",
-                                    batch.len()
-                                );
+                                .unwrap_or_default(),
+                            spool_view(spool).await,
+                        ),
+                        None => (Vec::new(), SpoolView::default()),
+                    };
+                    let status = wire::status(
+                        SystemInfo::new().facts(),
+                        &view,
+                        run::now_ms(),
+                        run::primary(config),
+                        &primary_problem,
+                    );
+                    let msgs = batch.iter().map(wire::measurement).collect();
+                    match up.push(status, msgs).await {
+                        Ok(r) => {
+                            let acked = r.acked_seq;
+                            if let Some(spool) = &spool {
+                                let _ = with_spool(spool, move |s| {
+                                    s.ack(acked);
+                                    s.trim()
+                                })
+                                .await;
                             }
-                            Err(PushError::Unauthenticated(m)) => {
-                                let _ = writeln!(out, "  reachable:      yes");
-                                let _ = writeln!(out, "  token accepted: NO ({m})");
-                                problems.push("the collector refused this agent's token: enroll again with a new code".into());
-                            }
-                            Err(e) => {
-                                let _ = writeln!(out, "  reachable:      NO ({e})");
-                                problems.push("the collector cannot be reached".into());
-                            }
+                            let _ = writeln!(out, "  reachable:      yes");
+                            let _ = writeln!(
+                                out,
+                                "  token accepted: yes ({} measurements delivered)",
+                                batch.len()
+                            );
                         }
-                        let (depth, dropped) =
-                            with_spool(&spool, |s| Ok((s.depth()?, s.dropped()?)))
-                                .await
-                                .unwrap_or((0, 0));
+                        Err(PushError::Unauthenticated(m)) => {
+                            let _ = writeln!(out, "  reachable:      yes");
+                            let _ = writeln!(out, "  token accepted: NO ({m})");
+                            problems.push("the collector refused this agent's token: enroll again with a new code".into());
+                        }
+                        Err(e) => {
+                            let _ = writeln!(out, "  reachable:      NO ({e})");
+                            problems.push("the collector cannot be reached".into());
+                        }
+                    }
+                    if let Some(spool) = &spool {
+                        let view = spool_view(spool).await;
                         let _ = writeln!(
                             out,
-                            "  spool backlog:  {depth} measurement(s) waiting, {dropped} dropped since install"
+                            "  spool backlog:  {} measurement(s) waiting, {} dropped since install",
+                            view.depth,
+                            view.dropped.values().sum::<u64>()
                         );
                     }
                 }

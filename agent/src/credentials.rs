@@ -6,13 +6,25 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Credentials {
     pub agent_id: u64,
     pub token: String,
     pub tps_code: String,
     /// The collector that issued the token.
     pub collector: String,
+}
+
+/// The token stays out of logs and panic messages.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("agent_id", &self.agent_id)
+            .field("token", &"<hidden>")
+            .field("tps_code", &self.tps_code)
+            .field("collector", &self.collector)
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +88,27 @@ pub fn save(state_dir: &Path, c: &Credentials) -> Result<(), CredentialsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn debug_output_hides_the_token() {
+        let c = Credentials {
+            agent_id: 7,
+            token: "s3cret-token-value".into(),
+            tps_code: "2171011002001".into(),
+            collector: "http://c".into(),
+        };
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("2171011002001"),
+            "{shown}"
+        );
+        let uplink = crate::uplink::Uplink::new(
+            tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy(),
+            c.token.clone(),
+        );
+        let shown = format!("{uplink:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
 
     #[test]
     fn round_trip_with_private_mode() {

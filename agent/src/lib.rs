@@ -20,8 +20,10 @@
 
 pub mod backoff;
 pub mod check;
+pub mod clock;
 pub mod config;
 pub mod credentials;
+pub mod disk;
 pub mod enroll;
 pub mod gateway;
 pub mod icmp;

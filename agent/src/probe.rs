@@ -93,16 +93,17 @@ impl TargetProber {
             self.echoer = Some((ip, self.icmp.echoer(ip).await?));
         }
         let (_, echoer) = self.echoer.as_mut()?;
+        let mut echoes = Vec::with_capacity(self.echoes as usize);
         for i in 0..self.echoes {
             if i > 0 {
                 tokio::time::sleep(ECHO_GAP).await;
             }
-            results.push(echoer.echo(self.timeout).await);
+            echoes.push(echoer.echo(self.timeout).await);
         }
         Some(Outcome {
             address: ip.to_string(),
             method,
-            round: stats::summarize(&results),
+            round: stats::summarize_echoes(&echoes),
         })
     }
 }

@@ -11,15 +11,16 @@ use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
 use crate::backoff::Backoff;
+use crate::clock::{self, Clock, Stamp};
 use crate::config::{self, Config};
 use crate::credentials::{self, Credentials};
 use crate::icmp::Icmp;
 use crate::platform::Device;
 use crate::probe::{Outcome, TargetProber};
-use crate::spool::{NewEntry, Spool, SpoolError};
+use crate::spool::{Limits, NewEntry, Spool, SpoolError};
 use crate::system::SystemInfo;
 use crate::uplink::{self, PushError, Uplink};
-use crate::wire;
+use crate::wire::{self, SpoolView};
 
 /// Most measurements per push until the collector says otherwise.
 const DEFAULT_MAX_BATCH: usize = 500;
@@ -38,6 +39,7 @@ pub enum RunError {
 }
 
 pub type SharedSpool = Arc<Mutex<Spool>>;
+pub type SharedClock = Arc<Mutex<Clock>>;
 
 /// Runs a spool operation on a blocking thread (SQLite fsyncs must not stall probes).
 pub async fn with_spool<T: Send + 'static>(
@@ -54,11 +56,12 @@ pub async fn with_spool<T: Send + 'static>(
         })
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    clock::wall_ms()
 }
 
 /// The primary target's name: the first target, by which the collector judges the link.
@@ -70,13 +73,19 @@ pub fn primary(config: &Config) -> &str {
         .unwrap_or("")
 }
 
+/// The spool's bounds for a config.
+pub fn spool_limits(config: &Config) -> Limits {
+    Limits::new(
+        config.spool_max_age,
+        config.probe_interval,
+        config.targets.len(),
+        config.spool_max_bytes,
+    )
+}
+
 /// Opens the spool; a state directory that refuses writes is told with what to change.
 pub fn open_spool(config: &Config) -> Result<SharedSpool, RunError> {
-    match Spool::open(
-        &config.state_dir,
-        config.spool_max_age,
-        config.spool_max_bytes,
-    ) {
+    match Spool::open(&config.state_dir, spool_limits(config)) {
         Ok(s) => Ok(Arc::new(Mutex::new(s))),
         Err(e) => match storage_advice(&e, config) {
             Some(advice) => Err(RunError::Storage(format!(
@@ -87,30 +96,63 @@ pub fn open_spool(config: &Config) -> Result<SharedSpool, RunError> {
     }
 }
 
+/// Whether the spool could not be opened because another process holds it (the
+/// running agent: it keeps the spool locked).
+pub fn spool_in_use(e: &RunError) -> bool {
+    matches!(
+        e,
+        RunError::Spool(SpoolError::Sql(rusqlite::Error::SqliteFailure(f, _)))
+            if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 /// What to change on the device when a spool error is the state directory's fault.
 pub fn storage_advice(e: &SpoolError, config: &Config) -> Option<String> {
     e.storage_problem(&config.state_dir)
         .map(|p| Device::detect().storage_advice(p, &config.state_dir))
 }
 
+/// What can be probed here: a prober per target that can be, and why the primary
+/// target cannot be when it cannot (empty when it can).
+#[derive(Debug)]
+pub struct Probers {
+    pub probers: Vec<TargetProber>,
+    pub primary_problem: String,
+}
+
 /// The probers for a config's targets; says once, at start, what cannot be probed.
-pub fn probers(config: &Config) -> Vec<TargetProber> {
+pub fn probers(config: &Config) -> Probers {
     let icmp = Icmp::open();
     if let Some(why) = icmp.unavailable() {
         tracing::warn!("{why}");
     }
-    config
+    let mut primary_problem = String::new();
+    let probers = config
         .targets
         .iter()
-        .map(|t| TargetProber::new(t.clone(), icmp.clone(), config.echoes, config.echo_timeout))
-        .filter(|p| {
+        .enumerate()
+        .map(|(i, t)| (i, TargetProber::new(t.clone(), icmp.clone(), config.echoes, config.echo_timeout)))
+        .filter(|(i, p)| {
             let ok = p.can_probe();
             if !ok {
-                tracing::warn!(target = %p.target.name, "not probed: ICMP is not allowed here and the target has no port for a TCP probe");
+                let why = format!(
+                    "target {:?} is not measured: ICMP is not allowed here and the target has no port for a TCP probe. {}",
+                    p.target.name,
+                    icmp.unavailable().unwrap_or_default()
+                );
+                tracing::warn!("{why}");
+                if *i == 0 {
+                    primary_problem = why;
+                }
             }
             ok
         })
-        .collect()
+        .map(|(_, p)| p)
+        .collect();
+    Probers {
+        probers,
+        primary_problem,
+    }
 }
 
 /// One round against every target at once; returns the probers and, per target that
@@ -147,11 +189,13 @@ pub async fn probe_round(
 }
 
 /// Spool entries for one round's outcomes.
-pub fn round_entries(outcomes: Vec<(String, Outcome)>, start_ms: i64) -> Vec<NewEntry> {
+pub fn round_entries(outcomes: Vec<(String, Outcome)>, stamp: Stamp) -> Vec<NewEntry> {
     outcomes
         .into_iter()
         .map(|(target_name, o)| NewEntry {
-            start_ms,
+            start_ms: stamp.wall_ms,
+            offset_ms: stamp.offset_ms,
+            clock_epoch: stamp.epoch,
             target_name,
             target_address: o.address,
             method: o.method,
@@ -161,25 +205,43 @@ pub fn round_entries(outcomes: Vec<(String, Outcome)>, start_ms: i64) -> Vec<New
 }
 
 /// Probes every `probe_interval` and spools each round. Missed ticks (a busy device, a
-/// laptop waking from sleep) are skipped, never made up in a burst.
-pub async fn probe_loop(config: Config, spool: SharedSpool) {
+/// laptop waking from sleep) are skipped, never made up in a burst. A round the disk
+/// refuses is held in memory and written with the next one the disk takes.
+pub async fn probe_loop(
+    config: Config,
+    mut probers: Vec<TargetProber>,
+    spool: SharedSpool,
+    clock: SharedClock,
+) {
     let host = config::collector_host(&config.collector).unwrap_or_default();
-    let mut probers = probers(&config);
     let mut tick = tokio::time::interval(config.probe_interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    // Rounds lost in a row; the advice is logged once per streak, not every round.
+    // Rounds refused in a row; the advice is logged once per streak, not every round.
     let mut failing = 0u64;
     loop {
         tick.tick().await;
-        let start_ms = now_ms();
+        let stamp = lock(&clock).stamp();
         let (back, outcomes) = probe_round(std::mem::take(&mut probers), &host).await;
         probers = back;
-        let batch = round_entries(outcomes, start_ms);
+        let batch = round_entries(outcomes, stamp);
         let n = batch.len();
-        match with_spool(&spool, move |s| s.append(&batch, start_ms)).await {
-            Ok(_) => {
+        let result = with_spool(&spool, move |s| {
+            let r = s.append(&batch);
+            Ok((r, s.held_rounds()))
+        })
+        .await;
+        let (result, held) = match result {
+            Ok((r, held)) => (r, held),
+            Err(e) => (Err(e), 0),
+        };
+        match result {
+            Ok(seqs) => {
                 if failing > 0 {
-                    tracing::info!(lost = failing, "the spool takes rounds again");
+                    tracing::info!(
+                        rounds = failing,
+                        measurements = seqs.len(),
+                        "the spool takes rounds again; the rounds held in memory are written"
+                    );
                 }
                 failing = 0;
                 tracing::debug!(measurements = n, "round spooled");
@@ -188,9 +250,13 @@ pub async fn probe_loop(config: Config, spool: SharedSpool) {
                 failing += 1;
                 if failing == 1 {
                     let advice = storage_advice(&e, &config).unwrap_or_default();
-                    tracing::error!(error = %e, "cannot write the spool; this round is lost. {advice}");
+                    tracing::error!(
+                        error = %e,
+                        "cannot write the spool; rounds are held in memory (at most {}, then the oldest are dropped and counted) until it can. {advice}",
+                        crate::spool::HELD_ROUNDS
+                    );
                 } else {
-                    tracing::debug!(error = %e, lost = failing, "cannot write the spool; this round is lost");
+                    tracing::debug!(error = %e, held_rounds = held, "cannot write the spool; round held in memory");
                 }
             }
         }
@@ -226,18 +292,34 @@ pub async fn wait_due(wait: Duration) {
     }
 }
 
+/// What the push loop needs besides the spool: the config, the credentials, the
+/// clock to correct, and why the primary target is not measured (empty if it is).
+#[derive(Debug, Clone)]
+pub struct PushSetup {
+    pub config: Config,
+    pub creds: Credentials,
+    pub clock: SharedClock,
+    pub primary_problem: String,
+}
+
 /// Delivers the spool: a push every interval (a heartbeat when nothing waits), the
-/// backlog back to back after an outage, exponential backoff with jitter on failure.
+/// backlog back to back after an outage, exponential backoff with jitter on every
+/// failure — a refused push, a spool that cannot be updated, an unreachable collector.
 ///
 /// `facts` tells the device's facts for each push (sysinfo on a real device; the fleet
 /// simulator gives its own, so a simulated power cut changes the boot time).
 pub async fn push_loop(
-    config: Config,
-    creds: Credentials,
+    setup: PushSetup,
     spool: SharedSpool,
     mut uplink: Uplink,
     mut facts: impl FnMut() -> crate::system::Facts,
 ) {
+    let PushSetup {
+        config,
+        creds,
+        clock,
+        primary_problem,
+    } = setup;
     let mut backoff = Backoff::default();
     let mut interval = config.push_interval;
     let mut max_batch = DEFAULT_MAX_BATCH;
@@ -247,6 +329,8 @@ pub async fn push_loop(
     // The first push is a heartbeat: it tells what the collector already holds before
     // any spooled entry is sent (see Spool::renumber_above).
     let mut first = true;
+    // Refused measurements dropped in a row; logged once per streak.
+    let mut refused_streak = 0u64;
     loop {
         let batch = if first {
             Vec::new()
@@ -254,47 +338,71 @@ pub async fn push_loop(
             match with_spool(&spool, move |s| s.batch(max_batch)).await {
                 Ok(b) => b,
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot read the spool");
-                    tokio::time::sleep(interval).await;
+                    let wait = backoff.wait();
+                    tracing::error!(error = %e, retry_in = ?wait, "cannot read the spool");
+                    wait_due(wait).await;
                     continue;
                 }
             }
         };
-        let (depth, dropped) = with_spool(&spool, |s| Ok((s.depth()?, s.dropped()?)))
-            .await
-            .unwrap_or((0, 0));
-        let status = wire::status(facts(), depth, dropped, now_ms(), primary(&config));
+        let view = with_spool(&spool, |s| {
+            Ok(SpoolView {
+                depth: s.depth()?,
+                dropped: s.dropped_by_reason()?,
+            })
+        })
+        .await
+        .unwrap_or_default();
+        let sent_ms = clock::wall_ms();
+        let status = wire::status(facts(), &view, sent_ms, primary(&config), &primary_problem);
         let sent = batch.len();
-        match uplink
+        let result = uplink
             .push(status, batch.iter().map(wire::measurement).collect())
-            .await
-        {
+            .await;
+        let answered_ms = clock::wall_ms();
+        match result {
             Ok(r) => {
-                let recovered = backoff.failures() > 0;
-                backoff.reset();
                 let acked = r.acked_seq;
+                let learned = lock(&clock).learn(sent_ms, answered_ms, r.server_time_ms);
                 let was_first = first;
-                if was_first || recovered {
-                    tracing::info!(acked, "the collector takes pushes");
-                }
-                first = false;
-                let moved = with_spool(&spool, move |s| {
+                let applied = with_spool(&spool, move |s| {
+                    if let Some((epoch, offset)) = learned {
+                        s.set_offset(epoch, offset)?;
+                    }
                     let moved = if was_first {
                         s.renumber_above(acked)?
                     } else {
                         0
                     };
-                    s.ack(acked)?;
+                    s.ack(acked);
                     Ok(moved)
                 })
                 .await;
-                match moved {
-                    Ok(m) if m > 0 => tracing::warn!(
-                        by = m,
-                        "the collector had seen higher sequence numbers than this spool (was it reset?); pending entries renumbered"
-                    ),
-                    Ok(_) => {}
-                    Err(e) => tracing::error!(error = %e, "cannot trim the spool"),
+                let moved = match applied {
+                    Ok(m) => m,
+                    Err(e) => {
+                        // Not acknowledged here: the same entries go out again, but only
+                        // after a backoff step.
+                        let wait = backoff.wait();
+                        tracing::error!(error = %e, retry_in = ?wait, "the collector has the measurements but the spool cannot be updated");
+                        wait_due(wait).await;
+                        continue;
+                    }
+                };
+                let recovered = backoff.failures() > 0;
+                backoff.reset();
+                if was_first || recovered {
+                    tracing::info!(acked, "the collector takes pushes");
+                }
+                first = false;
+                if moved > 0 {
+                    tracing::warn!(
+                        by = moved,
+                        "the collector had seen higher sequence numbers than this spool ever gave (was it reset?); pending entries renumbered"
+                    );
+                }
+                if sent > 0 {
+                    refused_streak = 0;
                 }
                 if let Some(s) = r.settings {
                     if s.push_interval_secs > 0 {
@@ -333,14 +441,29 @@ pub async fn push_loop(
                     }
                 }
             }
-            Err(PushError::Invalid {
-                index: Some(i),
-                message,
-            }) if i < sent => {
-                let seq = batch[i].seq;
-                tracing::error!(seq, %message, "the collector will never accept this measurement; discarded");
-                if let Err(e) = with_spool(&spool, move |s| s.discard(seq)).await {
-                    tracing::error!(error = %e, "cannot discard from the spool");
+            Err(PushError::Refused { refusal, message }) => {
+                let progress =
+                    handle_refusal(&spool, &clock, &batch, refusal, (sent_ms, answered_ms)).await;
+                match progress {
+                    Ok((restamped, dropped)) if restamped + dropped > 0 => {
+                        refused_streak += dropped as u64;
+                        if refused_streak == dropped as u64 && dropped > 0 {
+                            tracing::error!(%message, dropped, "the collector will never accept these measurements; dropped and counted as refused");
+                        } else {
+                            tracing::debug!(%message, dropped, restamped, "refused measurements handled");
+                        }
+                        // Something changed: send again now.
+                    }
+                    Ok(_) => {
+                        let wait = backoff.wait();
+                        tracing::warn!(%message, retry_in = ?wait, "push refused, and nothing in it the agent can correct or drop");
+                        wait_due(wait).await;
+                    }
+                    Err(e) => {
+                        let wait = backoff.wait();
+                        tracing::error!(error = %e, retry_in = ?wait, "cannot drop refused measurements from the spool");
+                        wait_due(wait).await;
+                    }
                 }
             }
             Err(PushError::TooLarge(message)) if sent > 1 => {
@@ -356,11 +479,49 @@ pub async fn push_loop(
                         tracing::error!("{advice} Measurements stay spooled.");
                     }
                 }
-                tracing::warn!(error = %e, retry_in = ?wait, spooled = depth, "push failed; measurements stay spooled");
+                tracing::warn!(error = %e, retry_in = ?wait, spooled = view.depth, "push failed; measurements stay spooled");
                 wait_due(wait).await;
             }
         }
     }
+}
+
+/// Acts on a refusal: learns the collector's clock when the refusal is about time and
+/// gives the rounds of this clock epoch that had no offset the one learned (they go
+/// again, re-stamped); drops the other refused ones, counted. Returns how many were
+/// re-stamped and how many dropped.
+async fn handle_refusal(
+    spool: &SharedSpool,
+    clock: &SharedClock,
+    batch: &[crate::spool::Entry],
+    refusal: wire::Refusal,
+    (sent_ms, answered_ms): (i64, i64),
+) -> Result<(usize, usize), SpoolError> {
+    let learned = refusal
+        .clock_server_ms
+        .and_then(|server| lock(clock).learn(sent_ms, answered_ms, server));
+    let listed: Vec<u64> = refusal
+        .indexes
+        .iter()
+        .filter_map(|&i| batch.get(i).map(|e| e.seq))
+        .collect();
+    with_spool(spool, move |s| {
+        let restamped = match learned {
+            Some((epoch, offset)) => s.set_offset(epoch, offset)?,
+            None => Vec::new(),
+        };
+        let drop: Vec<u64> = listed
+            .into_iter()
+            .filter(|seq| !restamped.contains(seq))
+            .collect();
+        let dropped = if drop.is_empty() {
+            0
+        } else {
+            s.discard(&drop)?
+        };
+        Ok((restamped.len(), dropped))
+    })
+    .await
 }
 
 /// Runs the agent until `shutdown` completes.
@@ -379,11 +540,26 @@ pub async fn run(
         targets = config.targets.len(),
         "agent running"
     );
+    let Probers {
+        probers,
+        primary_problem,
+    } = probers(&config);
+    let clock: SharedClock = Arc::new(Mutex::new(Clock::new()));
     let mut sys = SystemInfo::new();
+    let setup = PushSetup {
+        config: config.clone(),
+        creds,
+        clock: clock.clone(),
+        primary_problem,
+    };
     tokio::select! {
-        () = probe_loop(config.clone(), spool.clone()) => {}
-        () = push_loop(config, creds, spool, uplink, move || sys.facts()) => {}
+        () = probe_loop(config, probers, spool.clone(), clock) => {}
+        () = push_loop(setup, spool.clone(), uplink, move || sys.facts()) => {}
         () = shutdown => tracing::info!("agent stopping; the spool keeps what was not delivered"),
+    }
+    // What was acknowledged is deleted now rather than sent again after a restart.
+    if let Err(e) = with_spool(&spool, |s| s.trim()).await {
+        tracing::warn!(error = %e, "could not trim the spool at exit");
     }
     Ok(())
 }

@@ -19,6 +19,9 @@ pub struct RttStats {
 pub struct Round {
     pub sent: u32,
     pub received: u32,
+    /// Probes answered by an ICMP error (destination unreachable, time exceeded):
+    /// lost, like the unanswered ones, but the operator can tell them apart.
+    pub errors: u32,
     /// Absent when nothing was received.
     pub rtt: Option<RttStats>,
 }
@@ -36,6 +39,7 @@ pub fn summarize(results: &[Option<Duration>]) -> Round {
         return Round {
             sent,
             received,
+            errors: 0,
             rtt: None,
         };
     }
@@ -49,12 +53,25 @@ pub fn summarize(results: &[Option<Duration>]) -> Round {
     Round {
         sent,
         received,
+        errors: 0,
         rtt: Some(RttStats {
             min_ms,
             avg_ms,
             max_ms,
             jitter_ms,
         }),
+    }
+}
+
+/// Summarises the echoes of one ICMP round, counting ICMP errors apart.
+pub fn summarize_echoes(echoes: &[crate::icmp::Echo]) -> Round {
+    let rtts: Vec<Option<Duration>> = echoes.iter().map(|e| e.rtt()).collect();
+    Round {
+        errors: echoes
+            .iter()
+            .filter(|e| **e == crate::icmp::Echo::Error)
+            .count() as u32,
+        ..summarize(&rtts)
     }
 }
 
@@ -98,9 +115,23 @@ mod tests {
             Round {
                 sent: 5,
                 received: 0,
+                errors: 0,
                 rtt: None
             }
         );
+    }
+
+    #[test]
+    fn icmp_errors_are_lost_and_counted_apart() {
+        use crate::icmp::Echo;
+        let r = summarize_echoes(&[
+            Echo::Reply(Duration::from_millis(10)),
+            Echo::Error,
+            Echo::Lost,
+            Echo::Error,
+        ]);
+        assert_eq!((r.sent, r.received, r.errors), (4, 1, 2));
+        assert!(close(r.rtt.unwrap().avg_ms, 10.0));
     }
 
     #[test]

@@ -21,6 +21,16 @@ pub enum ConnectError {
     },
 }
 
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const KEEPALIVE: Duration = Duration::from_secs(5);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a push of `n` measurements may take: 15 s, and 40 ms more per measurement
+/// (500 of them, ~70 KB, over a slow 2G link).
+pub fn push_timeout(n: usize) -> Duration {
+    Duration::from_secs(15) + Duration::from_millis(40) * n as u32
+}
+
 /// A lazily connecting channel: the agent starts and spools even when the collector
 /// cannot be reached; tonic reconnects on the next call after a failure.
 pub fn channel(url: &str, ca_cert: Option<&Path>) -> Result<Channel, ConnectError> {
@@ -30,8 +40,15 @@ pub fn channel(url: &str, ca_cert: Option<&Path>) -> Result<Channel, ConnectErro
     };
     let mut ep = Endpoint::from_shared(url.to_string())
         .map_err(|e| bad(e.to_string()))?
-        .connect_timeout(Duration::from_secs(15))
-        .timeout(Duration::from_secs(60))
+        .connect_timeout(CONNECT_TIMEOUT)
+        // While a push is in flight the connection is pinged: a link that died under
+        // an open connection (a mobile modem that re-dialled, a NAT that forgot it) is
+        // noticed within KEEPALIVE + KEEPALIVE_TIMEOUT, not when a long timeout runs
+        // out. An idle connection is not pinged (metered links).
+        .http2_keep_alive_interval(KEEPALIVE)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(false)
+        .tcp_keepalive(Some(Duration::from_secs(30)))
         .tcp_nodelay(true);
     if url.starts_with("https://") {
         let mut tls = ClientTlsConfig::new();
@@ -55,14 +72,15 @@ pub fn channel(url: &str, ca_cert: Option<&Path>) -> Result<Channel, ConnectErro
 pub enum PushError {
     /// The token is missing, unknown or revoked: stop pushing until re-enrolled.
     Unauthenticated(String),
-    /// The collector refuses a field; `index` names the measurement when it is one.
-    Invalid {
-        index: Option<usize>,
+    /// The collector refuses some measurements (listed), or their times.
+    Refused {
+        refusal: crate::wire::Refusal,
         message: String,
     },
     /// More measurements than the collector takes at once.
     TooLarge(String),
-    /// Anything else (network, collector busy or down): keep the data, retry later.
+    /// Anything else (network, collector busy or down, a refusal naming nothing the
+    /// agent can drop): keep the data, retry later.
     Transient(Status),
 }
 
@@ -70,7 +88,7 @@ impl std::fmt::Display for PushError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PushError::Unauthenticated(m) | PushError::TooLarge(m) => f.write_str(m),
-            PushError::Invalid { message, .. } => f.write_str(message),
+            PushError::Refused { message, .. } => f.write_str(message),
             PushError::Transient(s) => write!(f, "{:?}: {}", s.code(), s.message()),
         }
     }
@@ -79,9 +97,22 @@ impl std::fmt::Display for PushError {
 pub fn classify(s: Status) -> PushError {
     match s.code() {
         Code::Unauthenticated => PushError::Unauthenticated(s.message().to_string()),
-        Code::InvalidArgument => PushError::Invalid {
-            index: crate::wire::invalid_index(s.message()),
-            message: s.message().to_string(),
+        Code::InvalidArgument | Code::FailedPrecondition => match crate::wire::refusal(&s) {
+            Some(refusal) => PushError::Refused {
+                refusal,
+                message: s.message().to_string(),
+            },
+            // A collector without details names the field in its message.
+            None => match crate::wire::measurement_index(s.message()) {
+                Some(i) => PushError::Refused {
+                    refusal: crate::wire::Refusal {
+                        indexes: vec![i],
+                        clock_server_ms: None,
+                    },
+                    message: s.message().to_string(),
+                },
+                None => PushError::Transient(s),
+            },
         },
         Code::ResourceExhausted => PushError::TooLarge(s.message().to_string()),
         _ => PushError::Transient(s),
@@ -89,10 +120,18 @@ pub fn classify(s: Status) -> PushError {
 }
 
 /// An authenticated client for one agent.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Uplink {
     client: CollectorClient<Channel>,
     token: String,
+}
+
+impl std::fmt::Debug for Uplink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Uplink")
+            .field("token", &"<hidden>")
+            .finish()
+    }
 }
 
 impl Uplink {
@@ -112,10 +151,12 @@ impl Uplink {
         status: pb::AgentStatus,
         measurements: Vec<pb::Measurement>,
     ) -> Result<pb::PushResponse, PushError> {
+        let timeout = push_timeout(measurements.len());
         let mut req = tonic::Request::new(pb::PushRequest {
             status: Some(status),
             measurements,
         });
+        req.set_timeout(timeout);
         match format!("Bearer {}", self.token).parse() {
             Ok(v) => {
                 req.metadata_mut().insert("authorization", v);

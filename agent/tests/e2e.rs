@@ -126,9 +126,11 @@ fn stored(s: &Setup, agent_id: u64) -> anyhow::Result<Vec<(u64, i64)>> {
     stored_seqs(&s.collector.data_dir, agent_id)
 }
 
+/// (entries in the file, last seq, dropped) of a spool, from a copy: the running agent
+/// keeps its spool locked.
 fn spool_state(state_dir: &Path) -> anyhow::Result<(u64, u64, u64)> {
-    let s = Spool::open(state_dir, Duration::from_secs(86_400 * 7), 64 << 20)?;
-    Ok((s.depth()?, s.last_seq()?, s.dropped()?))
+    let s = Spool::snapshot(state_dir)?;
+    Ok((s.entries, s.last_seq, s.dropped))
 }
 
 fn run_agent_process(config: &Path) -> anyhow::Result<Child> {
@@ -262,17 +264,25 @@ async fn a_full_spool_drops_the_oldest_and_the_collector_is_told() -> anyhow::Re
     // 3,000 measurements waiting, then a spool limit that holds far fewer.
     let state = s.state_dir();
     {
-        let mut spool = Spool::open(&state, Duration::from_secs(86_400), 1 << 30)?;
+        let mut spool = Spool::open(
+            &state,
+            tps_agent::spool::Limits {
+                max_bytes: 1 << 30,
+                max_entries: u64::MAX,
+            },
+        )?;
         let now = tps_agent::run::now_ms();
         let e = tps_agent::spool::NewEntry {
             start_ms: now - 60_000,
+            offset_ms: None,
+            clock_epoch: 0,
             target_name: "lo4".into(),
             target_address: "127.0.0.1".into(),
             method: tps_agent::config::Method::Icmp,
             round: tps_agent::stats::summarize(&[Some(Duration::from_millis(1)), None]),
         };
         for _ in 0..30 {
-            spool.append(&vec![e.clone(); 100], now)?;
+            spool.append(&vec![e.clone(); 100])?;
         }
     }
     let mut config = tps_agent::config::load(&s.write_config("")?)?;

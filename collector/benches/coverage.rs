@@ -29,6 +29,7 @@ fn main() {
             boot_time_ms: t0,
             rounds: &[],
             newest_start_ms: None,
+            primary_problem: false,
         });
     }
     println!(
@@ -60,6 +61,7 @@ fn main() {
                     boot_time_ms: t0,
                     rounds: &[],
                     newest_start_ms: None,
+                    primary_problem: false,
                 });
             }
         }

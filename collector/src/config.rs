@@ -76,6 +76,9 @@ pub struct IngestConfig {
     pub push_interval_secs: u32,
     /// How far in the future a measurement's start may lie by the server's clock.
     pub max_future: Duration,
+    /// How far in the past a measurement's start may lie by the server's clock (an
+    /// agent's spool keeps 7 days by default; older starts mean a wrong clock).
+    pub max_past: Duration,
     /// Jobs the writer queue holds.
     pub queue_capacity: usize,
     /// How long a push waits for room in a full queue before UNAVAILABLE.
@@ -97,6 +100,7 @@ impl Default for IngestConfig {
             max_batch: 500,
             push_interval_secs: 60,
             max_future: Duration::from_secs(300),
+            max_past: Duration::from_secs(30 * 86_400),
             queue_capacity: 4096,
             queue_timeout: Duration::from_secs(5),
         }
@@ -235,6 +239,7 @@ struct RawIngest {
     max_batch: Option<u64>,
     push_interval_secs: Option<u64>,
     max_future_secs: Option<u64>,
+    max_past_days: Option<u64>,
     queue_capacity: Option<u64>,
     queue_timeout_ms: Option<u64>,
 }
@@ -370,6 +375,16 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             0,
             86_400,
         )?),
+        max_past: Duration::from_secs(
+            86_400
+                * range(
+                    "ingest.max_past_days",
+                    raw.ingest.max_past_days,
+                    d.max_past.as_secs() / 86_400,
+                    1,
+                    3650,
+                )?,
+        ),
         queue_capacity: range(
             "ingest.queue_capacity",
             raw.ingest.queue_capacity,

@@ -8,6 +8,10 @@
 //! window do not count) and covered again after `streak` good ones (hysteresis). A
 //! station takes the best state of its agents; one that never heard from an agent is
 //! `no_agent`. Silence is found by [`Coverage::tick`], not only when data arrives.
+//! A fresh agent whose primary target is not being measured — it says so, or no round
+//! of it was accepted for a freshness window while the agent kept pushing (all refused,
+//! or never sent) — is degraded (`not_measured`), never covered: heartbeats alone do
+//! not cover a station for long.
 
 use std::collections::HashMap;
 
@@ -83,6 +87,8 @@ pub enum Reason {
     Offline,
     HighLoss,
     HighLatency,
+    /// The agent is alive but its primary target is not being measured.
+    NotMeasured,
     Ok,
 }
 
@@ -93,6 +99,7 @@ impl Reason {
             Reason::Offline => "offline",
             Reason::HighLoss => "high_loss",
             Reason::HighLatency => "high_latency",
+            Reason::NotMeasured => "not_measured",
             Reason::Ok => "ok",
         }
     }
@@ -102,6 +109,7 @@ impl Reason {
             Reason::Offline,
             Reason::HighLoss,
             Reason::HighLatency,
+            Reason::NotMeasured,
             Reason::Ok,
         ]
         .into_iter()
@@ -164,15 +172,31 @@ struct AgentCov {
     /// Cause of the last outage, once it is known.
     cause: Option<Cause>,
     revoked: bool,
+    /// When a push last brought a round of the primary target (collector clock), or
+    /// when the agent came back from silence if later: rounds have a freshness window
+    /// from then to arrive.
+    last_primary_ms: Option<i64>,
+    /// The agent says its primary target cannot be measured.
+    primary_problem: bool,
 }
 
 impl AgentCov {
-    fn state(&self, now_ms: i64, rules: &Rules) -> State {
+    /// Whether the primary target goes unmeasured: the agent says so, or no round of it
+    /// arrived for a freshness window.
+    fn not_measured(&self, now_ms: i64, rules: &Rules) -> bool {
+        self.primary_problem
+            || self
+                .last_primary_ms
+                .is_none_or(|t| now_ms - t > rules.fresh_ms)
+    }
+
+    fn state(&self, now_ms: i64, rules: &Rules) -> (State, Reason) {
         match self.last_seen_ms {
-            None => State::NoAgent,
-            Some(t) if now_ms - t > rules.fresh_ms => State::Offline,
-            Some(_) if self.degraded => State::Degraded,
-            Some(_) => State::Covered,
+            None => (State::NoAgent, Reason::NoAgent),
+            Some(t) if now_ms - t > rules.fresh_ms => (State::Offline, Reason::Offline),
+            Some(_) if self.not_measured(now_ms, rules) => (State::Degraded, Reason::NotMeasured),
+            Some(_) if self.degraded => (State::Degraded, self.bad_reason),
+            Some(_) => (State::Covered, Reason::Ok),
         }
     }
 }
@@ -251,6 +275,8 @@ pub struct PushFacts<'a> {
     pub rounds: &'a [Measurement],
     /// Start of the newest measurement of any target in this push.
     pub newest_start_ms: Option<i64>,
+    /// The agent says its primary target cannot be measured.
+    pub primary_problem: bool,
 }
 
 impl PushFacts<'_> {
@@ -393,6 +419,10 @@ impl Coverage {
                 last_round_ms: 0,
                 cause: None,
                 revoked,
+                // Restored at start: taken as measured until the freshness window says
+                // otherwise, so a restart does not flip covered stations.
+                last_primary_ms: last_seen_ms,
+                primary_problem: false,
             },
         );
         if !self.stations[i as usize].agents.contains(&agent_id) {
@@ -481,6 +511,10 @@ impl Coverage {
         }
         a.last_seen_ms = Some(p.received_ms);
         a.boot_time_ms = Some(p.boot_time_ms);
+        a.primary_problem = p.primary_problem;
+        if !p.rounds.is_empty() || was_offline || a.last_primary_ms.is_none() {
+            a.last_primary_ms = Some(p.received_ms);
+        }
         let cause = if was_offline { a.cause } else { None };
         self.evaluate(station, p.received_ms, cause)
     }
@@ -511,15 +545,10 @@ impl Coverage {
             if a.revoked {
                 continue;
             }
-            let s = a.state(now_ms, &rules);
+            let (s, why) = a.state(now_ms, &rules);
             if s < best {
                 best = s;
-                reason = match s {
-                    State::Covered => Reason::Ok,
-                    State::Degraded => a.bad_reason,
-                    State::Offline => Reason::Offline,
-                    State::NoAgent => Reason::NoAgent,
-                };
+                reason = why;
             }
         }
         // A station whose agents all went silent stays offline, not no_agent.
@@ -634,6 +663,7 @@ pub(crate) mod tests {
             method: Method::Icmp,
             sent: 5,
             received,
+            errors: 0,
             rtt: (received > 0).then_some(Rtt {
                 min_ms: avg,
                 avg_ms: avg,
@@ -672,6 +702,7 @@ pub(crate) mod tests {
                 boot_time_ms: boot,
                 rounds: &rounds,
                 newest_start_ms: ms.iter().map(|m| m.start_ms).max(),
+                primary_problem: false,
             };
             if let Some(t) = self.c.on_push(&p) {
                 self.log.push((t.at_ms, t.to, t.cause));
@@ -803,6 +834,47 @@ pub(crate) mod tests {
             .collect();
         s.push(1, T0 + 4 * MIN, boot, &rounds);
         assert_eq!(s.state(), State::Degraded);
+    }
+
+    #[test]
+    fn heartbeats_without_primary_rounds_do_not_cover_a_station() {
+        let boot = T0 - 3_600_000;
+        let mut s = Sim::new();
+        s.push(1, T0, boot, &[round(T0 - 1000, "gw", 5, 20.0)]);
+        assert_eq!(s.state(), State::Covered);
+        // Every push from now on has only heartbeats and another target (the primary
+        // target's rounds are refused or never measured).
+        for i in 1..=6 {
+            s.push(
+                1,
+                T0 + i * MIN,
+                boot,
+                &[round(T0 + i * MIN - 1000, "other", 5, 20.0)],
+            );
+        }
+        assert_eq!(s.state(), State::Degraded);
+        let st = s.c.station(&s.tps).unwrap();
+        assert_eq!(st.reason, Reason::NotMeasured);
+        // A primary round again: covered.
+        s.push(
+            1,
+            T0 + 7 * MIN,
+            boot,
+            &[round(T0 + 7 * MIN - 1000, "gw", 5, 20.0)],
+        );
+        assert_eq!(s.state(), State::Covered);
+        // The agent says the primary target cannot be measured: degraded at once.
+        let p = PushFacts {
+            agent_id: 1,
+            received_ms: T0 + 8 * MIN,
+            boot_time_ms: boot,
+            rounds: &[],
+            newest_start_ms: None,
+            primary_problem: true,
+        };
+        s.c.on_push(&p);
+        assert_eq!(s.state(), State::Degraded);
+        assert_eq!(s.c.station(&s.tps).unwrap().reason, Reason::NotMeasured);
     }
 
     #[test]

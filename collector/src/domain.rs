@@ -160,6 +160,8 @@ pub struct Measurement {
     pub method: Method,
     pub sent: u32,
     pub received: u32,
+    /// Probes answered by an ICMP error (unreachable, time exceeded): lost, counted apart.
+    pub errors: u32,
     /// Absent exactly when nothing was received.
     pub rtt: Option<Rtt>,
 }
@@ -199,6 +201,12 @@ pub struct AgentStatus {
     pub agent_time_ms: i64,
     #[serde(default)]
     pub primary_target: String,
+    /// Measurements not delivered, by reason (`spool_full`, `too_old`, `disk_full`, `refused`).
+    #[serde(default)]
+    pub dropped_by_reason: std::collections::BTreeMap<String, u64>,
+    /// Why the agent's primary target is not being measured (empty when it is).
+    #[serde(default)]
+    pub primary_problem: String,
 }
 
 /// A validated push from an authenticated agent.
@@ -280,6 +288,7 @@ mod tests {
             method: Method::Icmp,
             sent: 5,
             received: 4,
+            errors: 0,
             rtt: None,
         };
         assert!((m.loss() - 0.2).abs() < 1e-12);

@@ -566,6 +566,7 @@ mod tests {
             method: Method::Icmp,
             sent: 5,
             received: 5,
+            errors: 0,
             rtt: Some(Rtt {
                 min_ms: 1.0,
                 avg_ms: 1.0,
@@ -579,6 +580,7 @@ mod tests {
             boot_time_ms: T0,
             newest_start_ms: Some(m.start_ms),
             rounds: std::slice::from_ref(&m),
+            primary_problem: false,
         });
     }
 

@@ -354,6 +354,7 @@ mod tests {
                 method: Method::Icmp,
                 sent: 5,
                 received: 4,
+                errors: 0,
                 rtt: Some(Rtt {
                     min_ms: 1.5,
                     avg_ms: 2.0,

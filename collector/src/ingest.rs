@@ -54,6 +54,7 @@ impl Ingest {
             limits: PushLimits {
                 max_batch: ingest.max_batch,
                 max_future_ms: ingest.max_future.as_millis() as i64,
+                max_past_ms: ingest.max_past.as_millis() as i64,
             },
             settings: wire::settings(ingest.push_interval_secs, ingest.max_batch),
             limiters: Mutex::new((
@@ -230,7 +231,10 @@ impl pb::collector_server::Collector for Ingest {
         let (agent_id, tps_code) = self.authenticate(&req)?;
         let req = req.into_inner();
         let now = now_ms();
-        let status = wire::status(req.status).map_err(|e| self.reject(e.reason(), e.into()))?;
+        let (status, cut) = wire::status(req.status);
+        for field in cut {
+            self.metrics.status_truncated(field);
+        }
         let measurements = wire::measurements(req.measurements, now, &self.limits)
             .map_err(|e| self.reject(e.reason(), e.into()))?;
         let clock_skew_ms = if status.agent_time_ms > 0 {
@@ -241,6 +245,7 @@ impl pb::collector_server::Collector for Ingest {
         let rounds = PushFacts::primary_rounds(&measurements, &status.primary_target);
         let newest_start_ms = measurements.iter().map(|m| m.start_ms).max();
         let boot_time_ms = status.boot_time_ms;
+        let primary_problem = !status.primary_problem.is_empty();
         let newest: Vec<_> = newest_per_target(&measurements)
             .into_iter()
             .cloned()
@@ -271,17 +276,18 @@ impl pb::collector_server::Collector for Ingest {
             }
         };
         seen.acked_seq = outcome.acked_seq;
-        self.live.apply(&seen, newest);
-        self.monitor
-            .on_push(
-                &self.writer,
-                agent_id,
-                now,
-                boot_time_ms,
-                &rounds,
-                newest_start_ms,
-            )
-            .await;
+        for (reason, n) in self.live.apply(&seen, newest) {
+            self.metrics.agent_dropped(&reason, n);
+        }
+        let facts = PushFacts {
+            agent_id,
+            received_ms: now,
+            boot_time_ms,
+            rounds: &rounds,
+            newest_start_ms,
+            primary_problem,
+        };
+        self.monitor.on_push(&self.writer, &facts).await;
         self.metrics.pushes.inc();
         self.metrics
             .push_seconds

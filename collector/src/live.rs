@@ -154,11 +154,26 @@ impl Live {
     }
 
     /// Applies a committed push: its status and the newest measurement per target.
-    pub fn apply(&self, seen: &Seen, newest: Vec<Measurement>) {
+    /// Returns by how much the agent's drop counts grew since its last status, by reason.
+    pub fn apply(&self, seen: &Seen, newest: Vec<Measurement>) -> Vec<(String, u64)> {
         let mut inner = self.write();
         let Some(a) = inner.agents.get_mut(&seen.agent_id) else {
-            return;
+            return Vec::new();
         };
+        let grown = seen
+            .status
+            .dropped_by_reason
+            .iter()
+            .filter_map(|(reason, n)| {
+                let before = a
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.dropped_by_reason.get(reason))
+                    .copied()
+                    .unwrap_or(0);
+                (*n > before).then(|| (reason.clone(), n - before))
+            })
+            .collect();
         a.acked_seq = a.acked_seq.max(seen.acked_seq);
         a.last_seen_ms = Some(seen.received_ms);
         a.clock_skew_ms = Some(seen.clock_skew_ms);
@@ -173,6 +188,7 @@ impl Live {
                 }
             }
         }
+        grown
     }
 
     /// Every agent of a station, revoked ones included, oldest first.

@@ -38,6 +38,11 @@ pub struct Metrics {
     pub weekly_report_last_success: Gauge,
     /// Measurements stored but not yet folded into the daily rollups.
     pub rollup_lag: Gauge,
+    /// Agent statuses kept only in part (too many interfaces, strings too long), by field.
+    status_truncated: Family<Labels, Counter>,
+    /// Measurements agents say they did not deliver, by reason (their `dropped_by_reason`
+    /// growing), summed over agents since this collector started.
+    agent_dropped: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -71,6 +76,18 @@ impl Metrics {
         let weekly_reports = Family::<Labels, Counter>::default();
         let weekly_report_last_success = Gauge::default();
         let rollup_lag = Gauge::default();
+        let status_truncated = Family::<Labels, Counter>::default();
+        registry.register(
+            "status_truncated",
+            "Agent statuses stored only in part because a field did not fit, by field",
+            status_truncated.clone(),
+        );
+        let agent_dropped = Family::<Labels, Counter>::default();
+        registry.register(
+            "agent_dropped_measurements",
+            "Measurements agents report they dropped undelivered, by reason (growth seen by this collector)",
+            agent_dropped.clone(),
+        );
         registry.register(
             "weekly_reports",
             "Scheduled weekly reports, by result",
@@ -162,7 +179,29 @@ impl Metrics {
             weekly_reports,
             weekly_report_last_success,
             rollup_lag,
+            status_truncated,
+            agent_dropped,
         }
+    }
+
+    pub fn status_truncated(&self, field: &'static str) {
+        self.status_truncated
+            .get_or_create(&vec![("field", field)])
+            .inc();
+    }
+
+    /// An agent's drop count for `reason` grew by `n`.
+    pub fn agent_dropped(&self, reason: &str, n: u64) {
+        let reason: &'static str = match reason {
+            "spool_full" => "spool_full",
+            "too_old" => "too_old",
+            "disk_full" => "disk_full",
+            "refused" => "refused",
+            _ => "other",
+        };
+        self.agent_dropped
+            .get_or_create(&vec![("reason", reason)])
+            .inc_by(n);
     }
 
     pub fn weekly_report(&self, result: &'static str) {

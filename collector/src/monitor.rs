@@ -9,7 +9,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use crate::coverage::{Cause, Coverage, PushFacts, Rules, State, Transition};
-use crate::domain::{AgentId, Measurement, RegionLevel, TpsCode, now_ms};
+use crate::domain::{AgentId, RegionLevel, TpsCode, now_ms};
 use crate::flags::{self, FlagIndex, FlagRules};
 use crate::live::Live;
 use crate::store::{self, StatusChange, StoreError, writer::Writer};
@@ -113,26 +113,8 @@ pub fn load(
 
 impl Shared {
     /// Applies a committed push; stores the station's transition if it changed.
-    pub async fn on_push(
-        &self,
-        writer: &Writer,
-        agent_id: AgentId,
-        received_ms: i64,
-        boot_time_ms: i64,
-        rounds: &[Measurement],
-        newest_start_ms: Option<i64>,
-    ) {
-        let t = {
-            let mut m = self.lock();
-            let facts = PushFacts {
-                agent_id,
-                received_ms,
-                boot_time_ms,
-                rounds,
-                newest_start_ms,
-            };
-            m.coverage.on_push(&facts)
-        };
+    pub async fn on_push(&self, writer: &Writer, facts: &PushFacts<'_>) {
+        let t = self.lock().coverage.on_push(facts);
         if let Some(t) = t {
             store_transitions(writer, vec![t]).await;
         }

@@ -1,32 +1,72 @@
 //! The edge between `tps.v1` wire types and domain types: every proto message an agent
-//! sends is validated and converted here, and nowhere else.
+//! sends is validated and converted here, and nowhere else; refusals become gRPC
+//! statuses with the rich error model's details (`google.rpc.BadRequest` naming every
+//! refused field, `google.rpc.ErrorInfo` for times out of range).
 
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 use tps_proto::v1 as pb;
 
 use crate::domain::{AgentStatus, Measurement, Method, NetInterface, Rtt};
 
-/// Why a push was refused, naming the field.
+/// The ErrorInfo reason of a push refused for measurement times.
+pub const CLOCK_OUT_OF_RANGE: &str = "CLOCK_OUT_OF_RANGE";
+
+/// One refused field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Violation {
+    pub field: String,
+    pub problem: String,
+    /// The start time lies outside what the collector accepts (a wrong agent clock).
+    pub clock: bool,
+}
+
+impl Violation {
+    fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Violation {
+            field: field.into(),
+            problem: problem.into(),
+            clock: false,
+        }
+    }
+}
+
+/// Why a push was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Invalid {
-    /// A field has a value the collector cannot accept (INVALID_ARGUMENT).
-    #[error("{field}: {problem}")]
-    Field { field: String, problem: String },
+    /// Measurements the collector cannot accept, every one listed.
+    #[error("{}{}", first(violations), more(violations))]
+    Measurements {
+        violations: Vec<Violation>,
+        /// The collector's clock, told when some violations are about time.
+        server_time_ms: i64,
+    },
     /// More measurements than the collector takes in one push (RESOURCE_EXHAUSTED).
     #[error("measurements: {got} in one push, at most {max} are accepted; send smaller batches")]
     BatchTooLarge { got: usize, max: usize },
 }
 
-impl Invalid {
-    fn field(field: impl Into<String>, problem: impl Into<String>) -> Self {
-        Invalid::Field {
-            field: field.into(),
-            problem: problem.into(),
-        }
+fn first(v: &[Violation]) -> String {
+    v.first()
+        .map(|v| format!("{}: {}", v.field, v.problem))
+        .unwrap_or_default()
+}
+
+fn more(v: &[Violation]) -> String {
+    if v.len() > 1 {
+        format!(" (and {} more)", v.len() - 1)
+    } else {
+        String::new()
     }
+}
+
+impl Invalid {
     /// Short label for the rejects-by-reason metric.
     pub fn reason(&self) -> &'static str {
         match self {
-            Invalid::Field { .. } => "invalid_argument",
+            Invalid::Measurements { violations, .. } if violations.iter().any(|v| v.clock) => {
+                "clock_out_of_range"
+            }
+            Invalid::Measurements { .. } => "invalid_argument",
             Invalid::BatchTooLarge { .. } => "batch_too_large",
         }
     }
@@ -34,9 +74,39 @@ impl Invalid {
 
 impl From<Invalid> for tonic::Status {
     fn from(e: Invalid) -> Self {
+        let message = e.to_string();
         match e {
-            Invalid::Field { .. } => tonic::Status::invalid_argument(e.to_string()),
-            Invalid::BatchTooLarge { .. } => tonic::Status::resource_exhausted(e.to_string()),
+            Invalid::Measurements {
+                violations,
+                server_time_ms,
+            } => {
+                let clock = violations.iter().any(|v| v.clock);
+                let mut details = ErrorDetails::with_bad_request(
+                    violations
+                        .into_iter()
+                        .map(|v| FieldViolation::new(v.field, v.problem))
+                        .collect::<Vec<_>>(),
+                );
+                if clock {
+                    details.set_error_info(
+                        CLOCK_OUT_OF_RANGE,
+                        "tps.v1",
+                        [("server_time_ms".to_string(), server_time_ms.to_string())],
+                    );
+                    tonic::Status::with_error_details(
+                        tonic::Code::FailedPrecondition,
+                        format!("{message}; check the agent's clock"),
+                        details,
+                    )
+                } else {
+                    tonic::Status::with_error_details(
+                        tonic::Code::InvalidArgument,
+                        message,
+                        details,
+                    )
+                }
+            }
+            Invalid::BatchTooLarge { .. } => tonic::Status::resource_exhausted(message),
         }
     }
 }
@@ -47,69 +117,107 @@ pub struct PushLimits {
     pub max_batch: usize,
     /// How far in the future (server clock) a measurement's start may lie.
     pub max_future_ms: i64,
+    /// How far in the past (server clock) a measurement's start may lie.
+    pub max_past_ms: i64,
 }
 
-const MAX_TEXT: usize = 256;
+/// Longest text kept of a status field or a measurement's names, in bytes.
+pub const MAX_TEXT: usize = 256;
+/// Most interfaces kept of a status.
+pub const MAX_INTERFACES: usize = 64;
 
-fn text(field: &str, s: String) -> Result<String, Invalid> {
+/// `s` cut to [`MAX_TEXT`] bytes on a character boundary; `cut` is told when it was.
+fn fit(s: String, field: &'static str, cut: &mut Vec<&'static str>) -> String {
+    if s.len() <= MAX_TEXT {
+        return s;
+    }
+    let mut end = MAX_TEXT;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    cut.push(field);
+    s[..end].to_string()
+}
+
+/// Converts a push's status, keeping what fits: at most [`MAX_INTERFACES`] interfaces
+/// (the agent sends the busiest first) and [`MAX_TEXT`] bytes of each string. A status
+/// is never refused; the fields that did not fit are returned (for a metric). An absent
+/// status is an empty one (an old or minimal agent).
+pub fn status(s: Option<pb::AgentStatus>) -> (AgentStatus, Vec<&'static str>) {
+    let Some(s) = s else {
+        return (AgentStatus::default(), Vec::new());
+    };
+    let mut cut = Vec::new();
+    if s.interfaces.len() > MAX_INTERFACES {
+        cut.push("interfaces");
+    }
+    let mut name_cut = Vec::new();
+    let interfaces = s
+        .interfaces
+        .into_iter()
+        .take(MAX_INTERFACES)
+        .map(|n| NetInterface {
+            name: fit(n.name, "interfaces.name", &mut name_cut),
+            rx_bytes: n.rx_bytes,
+            tx_bytes: n.tx_bytes,
+        })
+        .collect();
+    if !name_cut.is_empty() {
+        cut.push("interfaces.name");
+    }
+    let mut reasons_cut = false;
+    let dropped_by_reason = s
+        .dropped_by_reason
+        .into_iter()
+        .filter(|(k, _)| {
+            let ok = k.len() <= 32;
+            reasons_cut |= !ok;
+            ok
+        })
+        .take(16)
+        .collect();
+    if reasons_cut {
+        cut.push("dropped_by_reason");
+    }
+    let status = AgentStatus {
+        system_uptime_secs: s.system_uptime_secs,
+        boot_time_ms: s.boot_time_ms,
+        agent_uptime_secs: s.agent_uptime_secs,
+        agent_version: fit(s.agent_version, "agent_version", &mut cut),
+        hostname: fit(s.hostname, "hostname", &mut cut),
+        os: fit(s.os, "os", &mut cut),
+        interfaces,
+        spool_depth: s.spool_depth,
+        dropped: s.dropped,
+        agent_time_ms: s.agent_time_ms,
+        primary_target: fit(s.primary_target, "primary_target", &mut cut),
+        dropped_by_reason,
+        primary_problem: fit(s.primary_problem, "primary_problem", &mut cut),
+    };
+    (status, cut)
+}
+
+fn rtt_value(field: String, v: f64) -> Result<f64, Violation> {
+    if v.is_nan() {
+        return Err(Violation::new(field, "is NaN"));
+    }
+    if !v.is_finite() {
+        return Err(Violation::new(field, "is infinite"));
+    }
+    if v < 0.0 {
+        return Err(Violation::new(field, format!("is negative ({v})")));
+    }
+    Ok(v)
+}
+
+fn name(field: String, s: String) -> Result<String, Violation> {
     if s.len() > MAX_TEXT {
-        return Err(Invalid::field(
+        return Err(Violation::new(
             field,
             format!("longer than {MAX_TEXT} bytes"),
         ));
     }
     Ok(s)
-}
-
-/// Converts a push's status; an absent status is an empty one (an old or minimal agent).
-pub fn status(s: Option<pb::AgentStatus>) -> Result<AgentStatus, Invalid> {
-    let Some(s) = s else {
-        return Ok(AgentStatus::default());
-    };
-    if s.interfaces.len() > 64 {
-        return Err(Invalid::field(
-            "status.interfaces",
-            "more than 64 interfaces",
-        ));
-    }
-    let interfaces = s
-        .interfaces
-        .into_iter()
-        .enumerate()
-        .map(|(i, n)| {
-            Ok(NetInterface {
-                name: text(&format!("status.interfaces[{i}].name"), n.name)?,
-                rx_bytes: n.rx_bytes,
-                tx_bytes: n.tx_bytes,
-            })
-        })
-        .collect::<Result<_, Invalid>>()?;
-    Ok(AgentStatus {
-        system_uptime_secs: s.system_uptime_secs,
-        boot_time_ms: s.boot_time_ms,
-        agent_uptime_secs: s.agent_uptime_secs,
-        agent_version: text("status.agent_version", s.agent_version)?,
-        hostname: text("status.hostname", s.hostname)?,
-        os: text("status.os", s.os)?,
-        interfaces,
-        spool_depth: s.spool_depth,
-        dropped: s.dropped,
-        agent_time_ms: s.agent_time_ms,
-        primary_target: text("status.primary_target", s.primary_target)?,
-    })
-}
-
-fn rtt_value(field: String, v: f64) -> Result<f64, Invalid> {
-    if v.is_nan() {
-        return Err(Invalid::field(field, "is NaN"));
-    }
-    if !v.is_finite() {
-        return Err(Invalid::field(field, "is infinite"));
-    }
-    if v < 0.0 {
-        return Err(Invalid::field(field, format!("is negative ({v})")));
-    }
-    Ok(v)
 }
 
 /// Converts and validates one measurement; `i` is its index in the push, for messages.
@@ -118,53 +226,60 @@ pub fn measurement(
     m: pb::Measurement,
     now_ms: i64,
     limits: &PushLimits,
-) -> Result<Measurement, Invalid> {
+) -> Result<Measurement, Violation> {
     let f = |name: &str| format!("measurements[{i}].{name}");
     let method = match pb::Method::try_from(m.method) {
         Ok(pb::Method::Icmp) => Method::Icmp,
         Ok(pb::Method::Tcp) => Method::Tcp,
         _ => {
-            return Err(Invalid::field(
+            return Err(Violation::new(
                 f("method"),
                 format!("unknown method {}", m.method),
             ));
         }
     };
     if m.target_name.is_empty() {
-        return Err(Invalid::field(f("target_name"), "is empty"));
+        return Err(Violation::new(f("target_name"), "is empty"));
     }
-    if m.received > m.sent {
-        return Err(Invalid::field(
+    if u64::from(m.received) + u64::from(m.errors) > u64::from(m.sent) {
+        return Err(Violation::new(
             f("received"),
-            format!("{} answers for {} probes sent", m.received, m.sent),
-        ));
-    }
-    if m.start_ms <= 0 {
-        return Err(Invalid::field(
-            f("start_ms"),
-            format!("{} is not a unix time", m.start_ms),
-        ));
-    }
-    if m.start_ms > now_ms + limits.max_future_ms {
-        return Err(Invalid::field(
-            f("start_ms"),
             format!(
-                "{} s in the future by the collector's clock (at most {} s allowed); check the agent's clock",
-                (m.start_ms - now_ms) / 1000,
-                limits.max_future_ms / 1000
+                "{} answers and {} errors for {} probes sent",
+                m.received, m.errors, m.sent
             ),
         ));
+    }
+    let clock = |problem: String| Violation {
+        field: f("start_ms"),
+        problem,
+        clock: true,
+    };
+    if m.start_ms < now_ms - limits.max_past_ms {
+        return Err(clock(format!(
+            "{} is {} days before the collector's clock (at most {} allowed)",
+            m.start_ms,
+            (now_ms - m.start_ms) / 86_400_000,
+            limits.max_past_ms / 86_400_000
+        )));
+    }
+    if m.start_ms > now_ms + limits.max_future_ms {
+        return Err(clock(format!(
+            "{} s in the future by the collector's clock (at most {} s allowed)",
+            (m.start_ms - now_ms) / 1000,
+            limits.max_future_ms / 1000
+        )));
     }
     let rtt = match (m.rtt_min_ms, m.rtt_avg_ms, m.rtt_max_ms) {
         (None, None, None) => {
             if m.received > 0 {
-                return Err(Invalid::field(
+                return Err(Violation::new(
                     f("rtt_avg_ms"),
                     "absent although probes were answered",
                 ));
             }
             if m.jitter_ms.is_some() {
-                return Err(Invalid::field(
+                return Err(Violation::new(
                     f("jitter_ms"),
                     "present although nothing was answered",
                 ));
@@ -173,7 +288,7 @@ pub fn measurement(
         }
         (Some(min), Some(avg), Some(max)) => {
             if m.received == 0 {
-                return Err(Invalid::field(
+                return Err(Violation::new(
                     f("rtt_avg_ms"),
                     "present although nothing was answered",
                 ));
@@ -182,7 +297,7 @@ pub fn measurement(
             let avg = rtt_value(f("rtt_avg_ms"), avg)?;
             let max = rtt_value(f("rtt_max_ms"), max)?;
             if !(min <= avg && avg <= max) {
-                return Err(Invalid::field(
+                return Err(Violation::new(
                     f("rtt_avg_ms"),
                     format!("RTTs out of order: need min <= avg <= max, got {min} / {avg} / {max}"),
                 ));
@@ -206,7 +321,7 @@ pub fn measurement(
             } else {
                 "rtt_max_ms"
             };
-            return Err(Invalid::field(
+            return Err(Violation::new(
                 f(missing),
                 "absent while other RTT fields are present",
             ));
@@ -215,16 +330,18 @@ pub fn measurement(
     Ok(Measurement {
         seq: m.seq,
         start_ms: m.start_ms,
-        target_name: text(&f("target_name"), m.target_name)?,
-        target_address: text(&f("target_address"), m.target_address)?,
+        target_name: name(f("target_name"), m.target_name)?,
+        target_address: name(f("target_address"), m.target_address)?,
         method,
         sent: m.sent,
         received: m.received,
+        errors: m.errors,
         rtt,
     })
 }
 
 /// Converts and validates every measurement of a push; sequence numbers must increase.
+/// A push with any refused measurement is refused whole, naming every one.
 pub fn measurements(
     ms: Vec<pb::Measurement>,
     now_ms: i64,
@@ -237,26 +354,32 @@ pub fn measurements(
         });
     }
     let mut out: Vec<Measurement> = Vec::with_capacity(ms.len());
+    let mut violations = Vec::new();
+    let mut prev_seq = 0u64;
     for (i, m) in ms.into_iter().enumerate() {
-        let m = measurement(i, m, now_ms, limits)?;
-        if let Some(prev) = out.last()
-            && m.seq <= prev.seq
-        {
-            return Err(Invalid::field(
-                format!("measurements[{i}].seq"),
-                format!(
-                    "{} does not follow {} (must strictly increase)",
-                    m.seq, prev.seq
-                ),
-            ));
-        }
-        if m.seq == 0 {
-            return Err(Invalid::field(
+        let seq = m.seq;
+        if seq == 0 {
+            violations.push(Violation::new(
                 format!("measurements[{i}].seq"),
                 "must be at least 1",
             ));
+        } else if seq <= prev_seq {
+            violations.push(Violation::new(
+                format!("measurements[{i}].seq"),
+                format!("{seq} does not follow {prev_seq} (must strictly increase)"),
+            ));
         }
-        out.push(m);
+        prev_seq = prev_seq.max(seq);
+        match measurement(i, m, now_ms, limits) {
+            Ok(m) => out.push(m),
+            Err(v) => violations.push(v),
+        }
+    }
+    if !violations.is_empty() {
+        return Err(Invalid::Measurements {
+            violations,
+            server_time_ms: now_ms,
+        });
     }
     Ok(out)
 }
@@ -277,6 +400,7 @@ mod tests {
     const LIMITS: PushLimits = PushLimits {
         max_batch: 10,
         max_future_ms: 300_000,
+        max_past_ms: 30 * 86_400_000,
     };
 
     fn good() -> pb::Measurement {
@@ -292,13 +416,14 @@ mod tests {
             rtt_avg_ms: Some(2.0),
             rtt_max_ms: Some(3.0),
             jitter_ms: Some(0.5),
+            ..Default::default()
         }
     }
 
     fn field_of(m: pb::Measurement) -> String {
         match measurement(0, m, NOW, &LIMITS) {
-            Err(Invalid::Field { field, .. }) => field,
-            other => panic!("expected a field error, got {other:?}"),
+            Err(v) => v.field,
+            Ok(m) => panic!("expected a field error, got {m:?}"),
         }
     }
 
@@ -313,11 +438,13 @@ mod tests {
     fn total_loss_has_no_rtt() {
         let mut m = good();
         m.received = 0;
+        m.errors = 5;
         m.rtt_min_ms = None;
         m.rtt_avg_ms = None;
         m.rtt_max_ms = None;
         m.jitter_ms = None;
-        assert_eq!(measurement(0, m, NOW, &LIMITS).unwrap().rtt, None);
+        let m = measurement(0, m, NOW, &LIMITS).unwrap();
+        assert_eq!((m.rtt, m.errors), (None, 5));
     }
 
     #[test]
@@ -335,6 +462,13 @@ mod tests {
         m.received = 6;
         assert_eq!(field_of(m), "measurements[0].received");
         let mut m = good();
+        m.errors = 2;
+        assert_eq!(
+            field_of(m),
+            "measurements[0].received",
+            "4 answers + 2 errors > 5"
+        );
+        let mut m = good();
         m.start_ms = NOW + 300_001;
         assert_eq!(field_of(m), "measurements[0].start_ms");
         let mut m = good();
@@ -349,10 +483,67 @@ mod tests {
     }
 
     #[test]
-    fn start_exactly_at_the_future_limit_is_accepted() {
+    fn start_exactly_at_the_limits_is_accepted_and_1970_is_not() {
         let mut m = good();
         m.start_ms = NOW + 300_000;
         assert!(measurement(0, m, NOW, &LIMITS).is_ok());
+        let mut m = good();
+        m.start_ms = NOW - LIMITS.max_past_ms;
+        assert!(measurement(0, m, NOW, &LIMITS).is_ok());
+        for start in [0, 1, 86_400_000] {
+            let mut m = good();
+            m.start_ms = start;
+            let v = measurement(0, m, NOW, &LIMITS).unwrap_err();
+            assert!(v.clock, "{start}: {v:?}");
+        }
+    }
+
+    #[test]
+    fn a_refused_push_names_every_measurement_in_one_status() {
+        let ms: Vec<_> = (1..=6)
+            .map(|s| pb::Measurement {
+                seq: s,
+                start_ms: if s % 2 == 0 { 5_000 } else { NOW - 1000 },
+                ..good()
+            })
+            .collect();
+        let e = measurements(ms, NOW, &LIMITS).unwrap_err();
+        assert_eq!(e.reason(), "clock_out_of_range");
+        let status = tonic::Status::from(e);
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        let fields: Vec<String> = status
+            .get_details_bad_request()
+            .unwrap()
+            .field_violations
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                "measurements[1].start_ms",
+                "measurements[3].start_ms",
+                "measurements[5].start_ms"
+            ]
+        );
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(info.reason, CLOCK_OUT_OF_RANGE);
+        assert_eq!(info.metadata["server_time_ms"], NOW.to_string());
+        assert!(
+            status.message().contains("(and 2 more)"),
+            "{}",
+            status.message()
+        );
+
+        let mut bad = good();
+        bad.rtt_avg_ms = Some(f64::NAN);
+        let status = tonic::Status::from(measurements(vec![bad], NOW, &LIMITS).unwrap_err());
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.get_details_error_info().is_none());
+        assert_eq!(
+            status.get_details_bad_request().unwrap().field_violations[0].field,
+            "measurements[0].rtt_avg_ms"
+        );
     }
 
     #[test]
@@ -369,8 +560,33 @@ mod tests {
             pb::Measurement { seq: 5, ..good() },
         ];
         match measurements(unordered, NOW, &LIMITS) {
-            Err(Invalid::Field { field, .. }) => assert_eq!(field, "measurements[1].seq"),
+            Err(Invalid::Measurements { violations, .. }) => {
+                assert_eq!(violations.len(), 1);
+                assert_eq!(violations[0].field, "measurements[1].seq");
+            }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_status_too_big_is_kept_as_far_as_it_fits() {
+        let s = pb::AgentStatus {
+            hostname: "h".repeat(300),
+            interfaces: (0..200)
+                .map(|i| pb::NetInterface {
+                    name: format!("veth{i}"),
+                    rx_bytes: 1,
+                    tx_bytes: 2,
+                })
+                .collect(),
+            primary_problem: "ICMP not allowed".into(),
+            ..Default::default()
+        };
+        let (st, cut) = status(Some(s));
+        assert_eq!(st.interfaces.len(), MAX_INTERFACES);
+        assert_eq!(st.interfaces[0].name, "veth0");
+        assert_eq!(st.hostname.len(), MAX_TEXT);
+        assert_eq!(st.primary_problem, "ICMP not allowed");
+        assert_eq!(cut, vec!["interfaces", "hostname"]);
     }
 }

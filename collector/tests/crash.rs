@@ -75,6 +75,7 @@ fn batch(first: u64, base: i64) -> Vec<pb::Measurement> {
             rtt_avg_ms: Some(2.0),
             rtt_max_ms: Some(3.0),
             jitter_ms: Some(0.1),
+            ..Default::default()
         })
         .collect()
 }

@@ -139,12 +139,25 @@ fn entries(start_ms: i64, mut round: impl FnMut() -> Round) -> Vec<NewEntry> {
         .iter()
         .map(|t| NewEntry {
             start_ms,
+            // The simulator's clock is the collector's.
+            offset_ms: Some(0),
+            clock_epoch: 0,
             target_name: t.to_string(),
             target_address: "192.0.2.1".into(),
             method: Method::Icmp,
             round: round(),
         })
         .collect()
+}
+
+/// The push loop's setup for a simulated agent: its clock is the collector's.
+fn push_setup(config: tps_agent::config::Config, creds: Credentials) -> run::PushSetup {
+    run::PushSetup {
+        config,
+        creds,
+        clock: Arc::new(std::sync::Mutex::new(tps_agent::clock::Clock::new())),
+        primary_problem: String::new(),
+    }
 }
 
 /// Enrolls (or reuses stored credentials) and returns them.
@@ -207,8 +220,8 @@ pub async fn drain_backlog(
     let ready = async {
         let creds = credentials_for(&f, &state_dir, &tps, &code).await?;
         let config = agent_config(&f, state_dir.clone());
-        let mut spool = Spool::open(&state_dir, config.spool_max_age, config.spool_max_bytes)
-            .map_err(|e| e.to_string())?;
+        let mut spool =
+            Spool::open(&state_dir, run::spool_limits(&config)).map_err(|e| e.to_string())?;
         let mut rng = StdRng::seed_from_u64(f.seed);
         let start = run::now_ms() - backlog as i64 * 30_000;
         for chunk in (0..backlog).collect::<Vec<_>>().chunks(500) {
@@ -220,9 +233,7 @@ pub async fn drain_backlog(
                     })
                 })
                 .collect();
-            spool
-                .append(&entries, run::now_ms())
-                .map_err(|e| e.to_string())?;
+            spool.append(&entries).map_err(|e| e.to_string())?;
         }
         Ok::<_, String>((creds, config, spool))
     }
@@ -234,8 +245,7 @@ pub async fn drain_backlog(
     let up = Uplink::new(channel, creds.token.clone());
     let boot = Arc::new(AtomicI64::new(run::now_ms() - 3_600_000));
     let pushing = AbortOnDrop(tokio::spawn(run::push_loop(
-        config,
-        creds,
+        push_setup(config, creds),
         spool.clone(),
         up,
         facts(tps, boot),
@@ -277,14 +287,13 @@ async fn play(f: Arc<FleetConfig>, tps: String, code: String, profile: Profile, 
         }
     };
     let config = agent_config(&f, state_dir.clone());
-    let spool: SharedSpool =
-        match Spool::open(&state_dir, config.spool_max_age, config.spool_max_bytes) {
-            Ok(s) => Arc::new(std::sync::Mutex::new(s)),
-            Err(e) => {
-                tracing::error!(%tps, error = %e, "cannot open the spool");
-                return;
-            }
-        };
+    let spool: SharedSpool = match Spool::open(&state_dir, run::spool_limits(&config)) {
+        Ok(s) => Arc::new(std::sync::Mutex::new(s)),
+        Err(e) => {
+            tracing::error!(%tps, error = %e, "cannot open the spool");
+            return;
+        }
+    };
     let boot = Arc::new(AtomicI64::new(
         run::now_ms() - rng.random_range(3_600_000..86_400_000),
     ));
@@ -296,7 +305,7 @@ async fn play(f: Arc<FleetConfig>, tps: String, code: String, profile: Profile, 
                 return;
             };
             let up = Uplink::new(channel, creds.token.clone());
-            run::push_loop(config, creds, spool, up, facts(tps, boot)).await;
+            run::push_loop(push_setup(config, creds), spool, up, facts(tps, boot)).await;
         }))
     };
     // Held for its drop: replacing it ends the old push loop.
@@ -338,7 +347,7 @@ async fn play(f: Arc<FleetConfig>, tps: String, code: String, profile: Profile, 
         let entries = entries(start_ms, || {
             round(&mut rng, profile, base_rtt, outage == Some(true))
         });
-        if let Err(e) = with_spool(&spool, move |s| s.append(&entries, start_ms)).await {
+        if let Err(e) = with_spool(&spool, move |s| s.append(&entries)).await {
             tracing::warn!(%tps, error = %e, "spool write failed");
         }
     }

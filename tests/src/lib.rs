@@ -114,6 +114,7 @@ pub fn agent_status(spool_depth: u64) -> pb::AgentStatus {
         dropped: 0,
         agent_time_ms: now_ms(),
         primary_target: "gateway".into(),
+        ..Default::default()
     }
 }
 
@@ -132,6 +133,7 @@ pub fn measurement(seq: u64, base_ms: i64, target: &str) -> pb::Measurement {
         rtt_avg_ms: Some(rtt),
         rtt_max_ms: Some(rtt + 2.0),
         jitter_ms: Some(0.7),
+        ..Default::default()
     }
 }
 

@@ -24,8 +24,8 @@ const HOSTS: &str = "127.0.0.1 localhost\n127.0.0.1 collector.tps.test\n";
 
 /// The router's state as the agent keeps it: (waiting, last seq) in its spool.
 fn spool_state(dir: &Path) -> Option<(u64, u64)> {
-    let s = Spool::open(dir, Duration::from_secs(86_400), 64 << 20).ok()?;
-    Some((s.depth().ok()?, s.last_seq().ok()?))
+    let s = Spool::snapshot(dir).ok()?;
+    Some((s.entries, s.last_seq))
 }
 
 async fn router_end_to_end(arch: Arch) -> anyhow::Result<()> {

@@ -24,8 +24,8 @@ const CONFIG: &str = r"C:\ProgramData\tps-agent\agent.toml";
 /// (waiting, last seq) in the spool; read only while no agent process runs (Wine's file
 /// locks are its own, so SQLite on the host would not see the agent's).
 fn spool_state(dir: &Path) -> anyhow::Result<(u64, u64)> {
-    let s = Spool::open(dir, Duration::from_secs(86_400), 64 << 20)?;
-    Ok((s.depth()?, s.last_seq()?))
+    let s = Spool::snapshot(dir)?;
+    Ok((s.entries, s.last_seq))
 }
 
 /// Counts the agent's "round spooled" lines on its stderr, in a thread.

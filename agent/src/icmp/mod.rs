@@ -44,13 +44,33 @@ impl Icmp {
     }
 }
 
+/// What one echo request got back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Echo {
+    /// An echo reply, with the round-trip time (from before the send to the receipt).
+    Reply(Duration),
+    /// An ICMP error about the request (destination unreachable, time exceeded, …):
+    /// the probe is lost, and counted apart so "unreachable" differs from "no answer".
+    Error,
+    /// Nothing came back within the timeout (or the request could not be sent).
+    Lost,
+}
+
+impl Echo {
+    pub fn rtt(self) -> Option<Duration> {
+        match self {
+            Echo::Reply(d) => Some(d),
+            Echo::Error | Echo::Lost => None,
+        }
+    }
+}
+
 /// Sends echoes to one destination.
 pub struct Echoer(imp::Echoer);
 
 impl Echoer {
-    /// One echo: the round-trip time, or `None` when no echo reply came within
-    /// `timeout` (an ICMP error such as "destination unreachable" is no reply).
-    pub async fn echo(&mut self, timeout: Duration) -> Option<Duration> {
+    /// One echo, waiting at most `timeout` for what comes back.
+    pub async fn echo(&mut self, timeout: Duration) -> Echo {
         self.0.echo(timeout).await
     }
 }

@@ -4,7 +4,9 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use surge_ping::{Client, Config as PingConfig, ICMP, PingIdentifier, PingSequence, Pinger};
+use surge_ping::{
+    Client, Config as PingConfig, ICMP, IcmpPacket, PingIdentifier, PingSequence, Pinger,
+};
 
 use crate::platform::Device;
 
@@ -68,14 +70,27 @@ pub struct Echoer {
 }
 
 impl Echoer {
-    pub async fn echo(&mut self, timeout: Duration) -> Option<Duration> {
+    pub async fn echo(&mut self, timeout: Duration) -> super::Echo {
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
         self.pinger.timeout(timeout);
-        self.pinger
-            .ping(PingSequence(seq), &super::PAYLOAD)
-            .await
-            .ok()
-            .map(|(_, rtt)| rtt)
+        match self.pinger.ping(PingSequence(seq), &super::PAYLOAD).await {
+            Ok((packet, rtt)) if is_echo_reply(&packet) => super::Echo::Reply(rtt),
+            // surge-ping hands back ICMP errors that quote our request as `Ok` (raw
+            // sockets see them; datagram sockets do not): they are no answer.
+            Ok(_) => super::Echo::Error,
+            Err(_) => super::Echo::Lost,
+        }
+    }
+}
+
+/// ICMP type numbers of an echo reply (RFC 792, RFC 4443).
+const ECHO_REPLY_V4: u8 = 0;
+const ECHO_REPLY_V6: u8 = 129;
+
+fn is_echo_reply(p: &IcmpPacket) -> bool {
+    match p {
+        IcmpPacket::V4(p) => p.get_icmp_type().0 == ECHO_REPLY_V4,
+        IcmpPacket::V6(p) => p.get_icmpv6_type().0 == ECHO_REPLY_V6,
     }
 }

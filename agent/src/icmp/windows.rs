@@ -89,7 +89,7 @@ pub struct Echoer {
 }
 
 impl Echoer {
-    pub async fn echo(&mut self, timeout: Duration) -> Option<Duration> {
+    pub async fn echo(&mut self, timeout: Duration) -> super::Echo {
         let mut pinger = self.pinger.clone();
         let ip = self.ip;
         pinger.set_timeout(u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX));
@@ -98,10 +98,14 @@ impl Echoer {
             // The API reports whole milliseconds (0 on a LAN); the time around the call
             // is finer and never shorter than the round trip.
             let t0 = Instant::now();
-            pinger.send(ip, &mut buf).ok().map(|_| t0.elapsed())
+            match pinger.send(ip, &mut buf) {
+                Ok(_) => super::Echo::Reply(t0.elapsed()),
+                Err(winping::Error::Timeout | winping::Error::Other(_)) => super::Echo::Lost,
+                // Unreachable, TTL expired, …: an ICMP error came back.
+                Err(_) => super::Echo::Error,
+            }
         })
         .await
-        .ok()
-        .flatten()
+        .unwrap_or(super::Echo::Lost)
     }
 }

@@ -168,6 +168,7 @@ fn term(lang: Lang, code: &str) -> String {
         "no_agent" => ("belum ada agen", "no agent"),
         "high_loss" => ("kehilangan paket tinggi", "high packet loss"),
         "high_latency" => ("latensi tinggi", "high latency"),
+        "not_measured" => ("target utama tidak diukur", "primary target not measured"),
         "low_availability" => ("ketersediaan rendah", "low availability"),
         "ok" => ("baik", "ok"),
         "link_down" => ("jaringan putus", "link down"),

@@ -220,6 +220,12 @@ CREATE TABLE daily_rollups (
 -- The report reads flags as they stood at the end of a week.
 CREATE INDEX flags_station_opened ON flags(tps_code, opened_ms);
 "#,
+    r#"
+-- Probes answered by an ICMP error (destination unreachable, time exceeded): lost, but
+-- told apart from probes nothing answered.
+ALTER TABLE measurements ADD COLUMN errors INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE latest ADD COLUMN errors INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The database file inside a data directory.
@@ -460,7 +466,7 @@ pub fn load_agents(conn: &Connection) -> Result<Vec<AgentRow>, StoreError> {
 
 fn measurement_from_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Measurement> {
     // Column order: seq, start_ms, target_name, target_address, method, sent, received,
-    // rtt_min_ms, rtt_avg_ms, rtt_max_ms, jitter_ms
+    // rtt_min_ms, rtt_avg_ms, rtt_max_ms, jitter_ms, errors
     let method: String = r.get(first + 4)?;
     let min: Option<f64> = r.get(first + 7)?;
     let avg: Option<f64> = r.get(first + 8)?;
@@ -473,6 +479,7 @@ fn measurement_from_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result
         method: Method::parse(&method).unwrap_or(Method::Icmp),
         sent: r.get(first + 5)?,
         received: r.get(first + 6)?,
+        errors: r.get(first + 11)?,
         rtt: match (min, avg, max) {
             (Some(min_ms), Some(avg_ms), Some(max_ms)) => Some(Rtt {
                 min_ms,
@@ -489,7 +496,7 @@ fn measurement_from_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result
 pub fn load_latest(conn: &Connection) -> Result<Vec<(AgentId, Measurement)>, StoreError> {
     let mut st = conn.prepare(
         "SELECT agent_id, seq, start_ms, target_name, target_address, method, sent, received,
-                rtt_min_ms, rtt_avg_ms, rtt_max_ms, jitter_ms FROM latest",
+                rtt_min_ms, rtt_avg_ms, rtt_max_ms, jitter_ms, errors FROM latest",
     )?;
     let rows = st.query_map([], |r| {
         Ok((r.get::<_, i64>(0)? as AgentId, measurement_from_row(r, 1)?))
@@ -527,7 +534,7 @@ pub fn measurements_of(
 ) -> Result<Vec<Measurement>, StoreError> {
     let mut st = conn.prepare(
         "SELECT seq, start_ms, target_name, target_address, method, sent, received,
-                rtt_min_ms, rtt_avg_ms, rtt_max_ms, jitter_ms
+                rtt_min_ms, rtt_avg_ms, rtt_max_ms, jitter_ms, errors
          FROM measurements WHERE agent_id = ?1 ORDER BY seq",
     )?;
     let rows = st.query_map([agent_id as i64], |r| measurement_from_row(r, 0))?;
@@ -551,7 +558,7 @@ pub fn measurements_after(
 ) -> Result<Vec<SinkMeasurement>, StoreError> {
     let mut st = conn.prepare_cached(
         "SELECT m.id, m.agent_id, a.tps_code, m.seq, m.start_ms, m.target_name, m.target_address, m.method,
-                m.sent, m.received, m.rtt_min_ms, m.rtt_avg_ms, m.rtt_max_ms, m.jitter_ms
+                m.sent, m.received, m.rtt_min_ms, m.rtt_avg_ms, m.rtt_max_ms, m.jitter_ms, m.errors
          FROM measurements m JOIN agents a ON a.agent_id = m.agent_id
          WHERE m.id > ?1 ORDER BY m.id LIMIT ?2",
     )?;
@@ -743,7 +750,7 @@ pub fn measurements_between(
     let mut out = Vec::new();
     let mut st = conn.prepare_cached(
         "SELECT seq, start_ms, target_name, target_address, method, sent, received,
-                rtt_min_ms, rtt_avg_ms, rtt_max_ms, jitter_ms
+                rtt_min_ms, rtt_avg_ms, rtt_max_ms, jitter_ms, errors
          FROM measurements WHERE agent_id = ?1 AND start_ms >= ?2 AND start_ms < ?3
            AND (?4 IS NULL OR target_name = ?4)
          ORDER BY start_ms",

@@ -274,8 +274,9 @@ fn store_push(tx: &rusqlite::Transaction<'_>, push: &Push) -> Result<PushOutcome
     let agent = push.agent_id as i64;
     let mut insert = tx.prepare_cached(
         "INSERT OR IGNORE INTO measurements (agent_id, seq, start_ms, target_name, target_address,
-             method, sent, received, rtt_min_ms, rtt_avg_ms, rtt_max_ms, jitter_ms, received_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+             method, sent, received, rtt_min_ms, rtt_avg_ms, rtt_max_ms, jitter_ms, received_ms,
+             errors)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?;
     let mut stored = 0u64;
     let mut max_seq = 0u64;
@@ -294,7 +295,8 @@ fn store_push(tx: &rusqlite::Transaction<'_>, push: &Push) -> Result<PushOutcome
             rtt.map(|r| r.avg_ms),
             rtt.map(|r| r.max_ms),
             rtt.and_then(|r| r.jitter_ms),
-            push.received_ms
+            push.received_ms,
+            m.errors,
         ])? as u64;
         max_seq = max_seq.max(m.seq);
     }
@@ -302,14 +304,15 @@ fn store_push(tx: &rusqlite::Transaction<'_>, push: &Push) -> Result<PushOutcome
 
     let mut latest = tx.prepare_cached(
         "INSERT INTO latest (agent_id, target_name, seq, start_ms, target_address, method, sent,
-             received, rtt_min_ms, rtt_avg_ms, rtt_max_ms, jitter_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             received, rtt_min_ms, rtt_avg_ms, rtt_max_ms, jitter_ms, errors)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
          ON CONFLICT (agent_id, target_name) DO UPDATE SET
              seq = excluded.seq, start_ms = excluded.start_ms,
              target_address = excluded.target_address, method = excluded.method,
              sent = excluded.sent, received = excluded.received,
              rtt_min_ms = excluded.rtt_min_ms, rtt_avg_ms = excluded.rtt_avg_ms,
-             rtt_max_ms = excluded.rtt_max_ms, jitter_ms = excluded.jitter_ms
+             rtt_max_ms = excluded.rtt_max_ms, jitter_ms = excluded.jitter_ms,
+             errors = excluded.errors
          WHERE excluded.start_ms >= latest.start_ms",
     )?;
     for m in newest_per_target(&push.measurements) {
@@ -327,6 +330,7 @@ fn store_push(tx: &rusqlite::Transaction<'_>, push: &Push) -> Result<PushOutcome
             rtt.map(|r| r.avg_ms),
             rtt.map(|r| r.max_ms),
             rtt.and_then(|r| r.jitter_ms),
+            m.errors,
         ])?;
     }
 

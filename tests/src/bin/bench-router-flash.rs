@@ -90,8 +90,8 @@ async fn run_once(link_up: bool, rounds: u64) -> anyhow::Result<(f64, f64)> {
         if !state.join("spool.sqlite").exists() {
             return 0;
         }
-        tps_agent::spool::Spool::open(&state, Duration::from_secs(86_400), 64 << 20)
-            .and_then(|s| s.last_seq())
+        tps_agent::spool::Spool::snapshot(&state)
+            .map(|s| s.last_seq)
             .unwrap_or(0)
     };
     // Warm-up: the spool file exists and 5 rounds (15 measurements) went through.

@@ -82,15 +82,19 @@ pub async fn check(config: &Config) -> Report {
             })
             .unwrap_or_else(|| "no reply".into());
         let ok = r.received > 0;
+        let verdict = match (ok, r.errors) {
+            (true, _) => "REACHED".to_string(),
+            (false, 0) => "NOT REACHED".to_string(),
+            (false, e) => format!("NOT REACHED ({e} answered \"unreachable\")"),
+        };
         let _ = writeln!(
             out,
-            "  {:<10} {:<22} {method:<4} {}/{} replies  loss {:>3.0}%  {rtt:<36} {}",
+            "  {:<10} {:<22} {method:<4} {}/{} replies  loss {:>3.0}%  {rtt:<36} {verdict}",
             name,
             o.address,
             r.received,
             r.sent,
             loss * 100.0,
-            if ok { "REACHED" } else { "NOT REACHED" }
         );
         if name == run::primary(config) {
             if loss >= MAX_LOSS {

@@ -366,7 +366,7 @@ pub async fn push_loop(
                 let learned = lock(&clock).learn(sent_ms, answered_ms, r.server_time_ms);
                 let was_first = first;
                 let applied = with_spool(&spool, move |s| {
-                    if let Some((epoch, offset)) = learned {
+                    for (epoch, offset) in learned {
                         s.set_offset(epoch, offset)?;
                     }
                     let moved = if was_first {
@@ -375,6 +375,7 @@ pub async fn push_loop(
                         0
                     };
                     s.ack(acked);
+                    s.trim_behind(DEFAULT_MAX_BATCH as u64)?;
                     Ok(moved)
                 })
                 .await;
@@ -499,17 +500,18 @@ async fn handle_refusal(
 ) -> Result<(usize, usize), SpoolError> {
     let learned = refusal
         .clock_server_ms
-        .and_then(|server| lock(clock).learn(sent_ms, answered_ms, server));
+        .map(|server| lock(clock).learn(sent_ms, answered_ms, server))
+        .unwrap_or_default();
     let listed: Vec<u64> = refusal
         .indexes
         .iter()
         .filter_map(|&i| batch.get(i).map(|e| e.seq))
         .collect();
     with_spool(spool, move |s| {
-        let restamped = match learned {
-            Some((epoch, offset)) => s.set_offset(epoch, offset)?,
-            None => Vec::new(),
-        };
+        let mut restamped = Vec::new();
+        for (epoch, offset) in learned {
+            restamped.extend(s.set_offset(epoch, offset)?);
+        }
         let drop: Vec<u64> = listed
             .into_iter()
             .filter(|seq| !restamped.contains(seq))

@@ -201,6 +201,9 @@ pub struct Spool {
     acked: u64,
     /// What the file holds of `acked` already.
     trimmed: u64,
+    /// The newest entry handed out in the last batch: on its way to the collector, so
+    /// a bound never drops it (it would be counted as dropped and stored).
+    in_flight: u64,
     /// Rounds the disk refused, oldest first, with the counts of those dropped since.
     held: VecDeque<Vec<NewEntry>>,
     unsaved_drops: BTreeMap<DropReason, u64>,
@@ -348,6 +351,7 @@ impl Spool {
             page_size,
             acked: 0,
             trimmed: 0,
+            in_flight: 0,
             held: VecDeque::new(),
             unsaved_drops: BTreeMap::new(),
         })
@@ -383,6 +387,7 @@ impl Spool {
         let acked = self.acked;
         let budget = self.data_budget();
         let (limits, page_size) = (self.limits, self.page_size);
+        let keep = self.in_flight.max(acked);
         let tx = self.conn.transaction()?;
         let mut next = last_seq(&tx)?;
         // Acknowledged entries go first, so their pages take the new ones.
@@ -426,7 +431,7 @@ impl Spool {
         for (reason, n) in &self.unsaved_drops {
             add_count(&tx, &dropped_key(*reason), *n)?;
         }
-        enforce_bounds(&tx, limits, budget, page_size)?;
+        enforce_bounds(&tx, limits, budget, page_size, keep)?;
         tx.commit()?;
         self.trimmed = acked;
         self.held.clear();
@@ -467,7 +472,7 @@ impl Spool {
     }
 
     /// The oldest `limit` entries not acknowledged yet, in sequence order.
-    pub fn batch(&self, limit: usize) -> Result<Vec<Entry>, SpoolError> {
+    pub fn batch(&mut self, limit: usize) -> Result<Vec<Entry>, SpoolError> {
         let mut st = self.conn.prepare_cached(
             "SELECT seq, start_ms, offset_ms, target_name, target_address, method, sent,
                     received, errors, rtt_min_ms, rtt_avg_ms, rtt_max_ms, jitter_ms
@@ -504,13 +509,26 @@ impl Spool {
                 },
             })
         })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        let batch = rows.collect::<Result<Vec<_>, _>>()?;
+        drop(st);
+        self.in_flight = batch.last().map(|e| e.seq).unwrap_or(0);
+        Ok(batch)
     }
 
     /// The collector holds everything up to and including `acked_seq`: those entries
     /// are not sent again, and are deleted with the next write (no write of their own).
     pub fn ack(&mut self, acked_seq: u64) {
         self.acked = self.acked.max(acked_seq);
+    }
+
+    /// Deletes what was acknowledged when it is at least `n` entries: while a backlog
+    /// drains, pushes follow each other faster than rounds, and a crash should not
+    /// leave much to send again.
+    pub fn trim_behind(&mut self, n: u64) -> Result<(), SpoolError> {
+        if self.acked >= self.trimmed + n {
+            self.trim()?;
+        }
+        Ok(())
     }
 
     /// Deletes what was acknowledged now (at exit, or when no round follows).
@@ -691,17 +709,19 @@ impl Drop for Spool {
     }
 }
 
-/// Drops the oldest entries past the entry bound and past the byte budget, counted.
+/// Drops the oldest entries past the entry bound and past the byte budget, counted;
+/// entries up to `keep` (acknowledged, or on their way) are not dropped.
 fn enforce_bounds(
     tx: &rusqlite::Transaction<'_>,
     limits: Limits,
     budget: u64,
     page_size: u64,
+    keep: u64,
 ) -> Result<(), SpoolError> {
     let depth: u64 = tx.query_row("SELECT count(*) FROM spool", [], |r| r.get::<_, i64>(0))? as u64;
     if depth > limits.max_entries {
         let n = depth - limits.max_entries;
-        let removed = drop_oldest(tx, n)?;
+        let removed = drop_oldest(tx, n, keep)?;
         add_count(tx, &dropped_key(DropReason::TooOld), removed)?;
         tracing::warn!(
             dropped = removed,
@@ -721,7 +741,7 @@ fn enforce_bounds(
         }
         let over = (used - budget) as f64 / used as f64;
         let n = ((depth as f64 * over).ceil() as u64).clamp(1, depth);
-        let removed = drop_oldest(tx, n)?;
+        let removed = drop_oldest(tx, n, keep)?;
         add_count(tx, &dropped_key(DropReason::SpoolFull), removed)?;
         tracing::warn!(
             dropped = removed,
@@ -757,13 +777,18 @@ fn save_last_seq(conn: &Connection, seq: u64) -> Result<(), SpoolError> {
     Ok(())
 }
 
-/// Drops the `n` oldest entries, keeping the newest one (it holds the sequence).
-fn drop_oldest(tx: &rusqlite::Transaction<'_>, n: u64) -> Result<u64, SpoolError> {
-    let depth: u64 = tx.query_row("SELECT count(*) FROM spool", [], |r| r.get::<_, i64>(0))? as u64;
+/// Drops the `n` oldest entries above `keep`, keeping the newest one (it holds the
+/// sequence).
+fn drop_oldest(tx: &rusqlite::Transaction<'_>, n: u64, keep: u64) -> Result<u64, SpoolError> {
+    let depth: u64 = tx.query_row(
+        "SELECT count(*) FROM spool WHERE seq > ?1",
+        [keep as i64],
+        |r| r.get::<_, i64>(0),
+    )? as u64;
     let n = n.min(depth.saturating_sub(1));
     let removed = tx.execute(
-        "DELETE FROM spool WHERE seq IN (SELECT seq FROM spool ORDER BY seq LIMIT ?1)",
-        [n as i64],
+        "DELETE FROM spool WHERE seq IN (SELECT seq FROM spool WHERE seq > ?1 ORDER BY seq LIMIT ?2)",
+        params![keep as i64, n as i64],
     )? as u64;
     Ok(removed)
 }

@@ -1,105 +1,14 @@
 //! The agent against a real collector on loopback: real ICMP to 127.0.0.1 and ::1, a
 //! real spool file, real gRPC; the `tps-agent` binary for enroll, check and SIGKILL.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::time::Duration;
 
+use support::*;
 use tps_agent::credentials;
 use tps_agent::spool::Spool;
-use tps_collector::testing::{
-    TestCollector, assert_complete_and_ordered, eventually, kepri_registry, stored_seqs,
-};
-
-const VILLAGE: &str = "21.71.01.1002";
-const WAIT: Duration = Duration::from_secs(60);
-
-struct Setup {
-    dir: tempfile::TempDir,
-    collector: TestCollector,
-    grpc: SocketAddr,
-    http: SocketAddr,
-    codes: Vec<(String, String)>,
-}
-
-/// The collector tells agents to push every second (and at most `max_batch` at once).
-fn fast(c: &mut tps_collector::config::Config, max_batch: usize) {
-    c.ingest.push_interval_secs = 1;
-    c.ingest.max_batch = max_batch;
-}
-
-async fn setup(max_batch: usize) -> anyhow::Result<Setup> {
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("collector");
-    tps_collector::commands::import_stations(&data, &kepri_registry())?;
-    let collector = TestCollector::start_with(&data, |c| fast(c, max_batch)).await?;
-    let codes = collector.codes(VILLAGE)?;
-    Ok(Setup {
-        grpc: collector.grpc,
-        http: collector.http,
-        dir,
-        collector,
-        codes,
-    })
-}
-
-impl Setup {
-    fn state_dir(&self) -> PathBuf {
-        self.dir.path().join("agent-state")
-    }
-    fn config_path(&self) -> PathBuf {
-        self.dir.path().join("agent.toml")
-    }
-    /// A fast config: rounds every second to the two loopback addresses.
-    fn write_config(&self, extra: &str) -> anyhow::Result<PathBuf> {
-        let text = format!(
-            "collector = \"http://{}\"\nstate_dir = {:?}\nprobe_interval_secs = 1\necho_timeout_ms = 300\nechoes = 3\npush_interval_secs = 1\n{extra}\n\
-             [[target]]\nname = \"lo4\"\naddress = \"127.0.0.1\"\n\n[[target]]\nname = \"lo6\"\naddress = \"::1\"\n",
-            self.grpc,
-            self.state_dir().display().to_string(),
-        );
-        std::fs::write(self.config_path(), text)?;
-        Ok(self.config_path())
-    }
-    async fn restart_collector(&mut self, max_batch: usize) -> anyhow::Result<()> {
-        let data = self.collector.data_dir.clone();
-        self.collector =
-            TestCollector::start_on(&data, self.grpc, self.http, |c| fast(c, max_batch)).await?;
-        Ok(())
-    }
-}
-
-fn agent_bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_tps-agent"));
-    c.env("RUST_LOG", "info");
-    c
-}
-
-fn enroll_cli(s: &Setup, i: usize) -> anyhow::Result<credentials::Credentials> {
-    let (tps, code) = &s.codes[i];
-    let out = agent_bin()
-        .args([
-            "enroll",
-            "--collector",
-            &format!("http://{}", s.grpc),
-            "--tps",
-            tps,
-            "--code",
-            code,
-        ])
-        .arg("--config")
-        .arg(s.config_path())
-        .arg("--state-dir")
-        .arg(s.state_dir())
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "enroll failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(credentials::load(&s.state_dir())?)
-}
+use tps_collector::testing::{assert_complete_and_ordered, eventually};
 
 /// Enrolls station 0, runs the agent in this process, and waits for its first data.
 async fn running_agent(
@@ -116,31 +25,14 @@ async fn running_agent(
         std::future::pending(),
     ));
     eventually(WAIT, "first measurements stored", || async {
-        (!stored(s, creds.agent_id).ok()?.is_empty()).then_some(())
+        (!s.stored(creds.agent_id).ok()?.is_empty()).then_some(())
     })
     .await?;
     Ok((creds, agent))
 }
 
 fn stored(s: &Setup, agent_id: u64) -> anyhow::Result<Vec<(u64, i64)>> {
-    stored_seqs(&s.collector.data_dir, agent_id)
-}
-
-/// (entries in the file, last seq, dropped) of a spool, from a copy: the running agent
-/// keeps its spool locked.
-fn spool_state(state_dir: &Path) -> anyhow::Result<(u64, u64, u64)> {
-    let s = Spool::snapshot(state_dir)?;
-    Ok((s.entries, s.last_seq, s.dropped))
-}
-
-fn run_agent_process(config: &Path) -> anyhow::Result<Child> {
-    Ok(agent_bin()
-        .arg("run")
-        .arg("--config")
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?)
+    s.stored(agent_id)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -122,6 +122,18 @@ impl TestCollector {
         Ok((status, r.json().await?))
     }
 
+    /// The value of one series of `/metrics` (`name` with its labels, as exposed, e.g.
+    /// `tps_push_rejects_total{reason="busy"}`); 0 when absent.
+    pub async fn metric(&self, series: &str) -> anyhow::Result<f64> {
+        let text = reqwest::get(self.url("/metrics")).await?.text().await?;
+        Ok(text
+            .lines()
+            .filter_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .filter_map(|v| v.trim().parse().ok())
+            .next()
+            .unwrap_or(0.0))
+    }
+
     /// Signals shutdown and waits until the collector has drained and stopped.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.halt().await
@@ -222,6 +234,15 @@ pub fn stored_seqs(data_dir: &Path, agent_id: u64) -> anyhow::Result<Vec<(u64, i
         .into_iter()
         .map(|m| (m.seq, m.start_ms))
         .collect())
+}
+
+/// Every measurement stored for an agent, in sequence order.
+pub fn stored_measurements(
+    data_dir: &Path,
+    agent_id: u64,
+) -> anyhow::Result<Vec<crate::domain::Measurement>> {
+    let conn = crate::store::open(data_dir, crate::store::Synchronous::Full)?;
+    Ok(crate::store::measurements_of(&conn, agent_id)?)
 }
 
 /// Every seq from 1 to `upto` stored once, in the order the rounds were taken.

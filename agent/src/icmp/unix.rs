@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use surge_ping::{
     Client, Config as PingConfig, ICMP, IcmpPacket, PingIdentifier, PingSequence, Pinger,
+    SurgeError,
 };
 
 use crate::platform::Device;
@@ -79,6 +80,16 @@ impl Echoer {
             // surge-ping hands back ICMP errors that quote our request as `Ok` (raw
             // sockets see them; datagram sockets do not): they are no answer.
             Ok(_) => super::Echo::Error,
+            // The local stack refused the send because the destination is unreachable
+            // (a reject rule or an unreachable route on this device): the same answer.
+            Err(SurgeError::IOError(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::HostUnreachable | std::io::ErrorKind::NetworkUnreachable
+                ) =>
+            {
+                super::Echo::Error
+            }
             Err(_) => super::Echo::Lost,
         }
     }

@@ -89,6 +89,12 @@ impl AsyncSocket {
         if let Some(fib) = config.fib {
             socket.set_fib(fib)?;
         }
+        // tps-agent patch: a datagram ("ping") socket hears of ICMP errors only through
+        // its error queue, and only with IP_RECVERR set (see recv_task).
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if sock_type == SockType::DGRAM {
+            enable_recv_err(&socket, config.kind)?;
+        }
         #[cfg(windows)]
         let socket = UdpSocket::from_std(unsafe {
             std::net::UdpSocket::from_raw_socket(socket.into_raw_socket())
@@ -330,6 +336,11 @@ pub(crate) struct ReplyWaiter {
 }
 
 impl ReplyWaiter {
+    /// A reply already delivered, without waiting (tps-agent patch).
+    pub(crate) fn try_take(&mut self) -> Option<Reply> {
+        self.rx.try_recv().ok()
+    }
+
     /// Wait for the reply. Takes `&mut self` so the guard outlives the await
     /// and still cleans up if the surrounding future is dropped.
     pub(crate) async fn wait(&mut self) -> Result<Reply, SurgeError> {
@@ -426,10 +437,94 @@ impl Client {
     }
 }
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn enable_recv_err(socket: &Socket, kind: ICMP) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    let (level, name) = match kind {
+        ICMP::V4 => (libc::SOL_IP, libc::IP_RECVERR),
+        ICMP::V6 => (libc::SOL_IPV6, libc::IPV6_RECVERR),
+    };
+    // SAFETY: a valid socket, and a c_int option value of its own size.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            &one as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// tps-agent patch: the ICMP errors a datagram socket queued (IP_RECVERR) go to the
+/// waiters of the requests they are about. Each queued error's data is the request
+/// (echo header first: its sequence at bytes 6–7), its address the request's
+/// destination.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn drain_error_queue(socket: &AsyncSocket, reply_map: &ReplyMap) {
+    use std::mem::MaybeUninit;
+    let sock = socket2::SockRef::from(&*socket.inner);
+    let mut buf = [MaybeUninit::<u8>::uninit(); 576];
+    while let Ok((n, addr)) =
+        sock.recv_from_with_flags(&mut buf, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT)
+    {
+        let timestamp = Instant::now();
+        if n < 8 {
+            continue;
+        }
+        // SAFETY: the kernel initialised the first `n` bytes.
+        let data: &[u8] = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
+        let seq = PingSequence(u16::from_be_bytes([data[6], data[7]]));
+        let Some(dest) = addr.as_socket().map(|a| a.ip()) else {
+            continue;
+        };
+        let packet = match dest {
+            IpAddr::V4(d) => IcmpPacket::V4(Icmpv4Packet::queued_error(d, seq)),
+            IpAddr::V6(d) => IcmpPacket::V6(Icmpv6Packet::queued_error(d, seq)),
+        };
+        if let Some(waiter) = reply_map.remove(dest, None, seq) {
+            let _ = waiter.send(Reply { timestamp, packet });
+        }
+    }
+}
+
+/// Waits until a datagram socket has errors queued, and hands them out (tps-agent
+/// patch); never returns for other sockets.
+async fn queued_errors(socket: &AsyncSocket, reply_map: &ReplyMap) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if socket.sock_type == SockType::DGRAM {
+        loop {
+            if socket.inner.ready(tokio::io::Interest::ERROR).await.is_err() {
+                break;
+            }
+            // Reading until the queue is empty ends in WouldBlock, which clears the
+            // readiness until the next error arrives.
+            let _ = socket.inner.try_io(tokio::io::Interest::ERROR, || {
+                drain_error_queue(socket, reply_map);
+                Err::<(), _>(io::ErrorKind::WouldBlock.into())
+            });
+        }
+    }
+    std::future::pending::<()>().await
+}
+
 async fn recv_task(socket: AsyncSocket, reply_map: ReplyMap) {
     let mut buf = [0; 2048];
     loop {
-        if let Ok((sz, addr)) = socket.recv_from(&mut buf).await {
+        let received = tokio::select! {
+            r = socket.recv_from(&mut buf) => r,
+            () = queued_errors(&socket, &reply_map) => continue,
+        };
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if received.is_err() && socket.sock_type == SockType::DGRAM {
+            drain_error_queue(&socket, &reply_map);
+        }
+        if let Ok((sz, addr)) = received {
             let timestamp = Instant::now();
             let message = &buf[..sz];
             let local_addr = socket.local_addr().unwrap().ip();

@@ -87,7 +87,22 @@ impl Pinger {
             }
             // `ClientDestroyed` if the client shut down under us, `NetworkError` otherwise.
             Ok(Err(err)) => Err(err),
-            Err(_) => Err(SurgeError::Timeout { seq }),
+            Err(_) => {
+                // tps-agent patch: an error queued without a wakeup is read now, so an
+                // "unreachable" is never taken for no answer.
+                #[cfg(any(target_os = "linux", target_os = "android"))]
+                if self.socket.get_type() == socket2::Type::DGRAM {
+                    crate::client::drain_error_queue(&self.socket, &self.reply_map);
+                    if let Some(reply) = reply_waiter.try_take() {
+                        reply_waiter.disarm();
+                        return Ok((
+                            reply.packet,
+                            reply.timestamp.saturating_duration_since(send_time),
+                        ));
+                    }
+                }
+                Err(SurgeError::Timeout { seq })
+            }
         }
     }
 
@@ -113,7 +128,19 @@ impl Pinger {
             sa.set_scope_id(self.scope_id);
         }
 
-        self.socket.send_to(&mut packet, &target).await?;
+        match self.socket.send_to(&mut packet, &target).await {
+            Ok(_) => {}
+            // tps-agent patch: a datagram socket hands a pending ICMP error (about
+            // another destination sharing the socket) to the next send instead of the
+            // packet going out. That consumed the error: hand the queued ones out and
+            // send again.
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Err(_) if self.socket.get_type() == socket2::Type::DGRAM => {
+                crate::client::drain_error_queue(&self.socket, &self.reply_map);
+                self.socket.send_to(&mut packet, &target).await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
 
         Ok(())
     }

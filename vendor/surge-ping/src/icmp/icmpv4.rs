@@ -116,6 +116,17 @@ impl Default for Icmpv4Packet {
 }
 
 impl Icmpv4Packet {
+    /// An ICMP error about an echo request to `dest`, read from a datagram socket's
+    /// error queue (tps-agent patch): "destination unreachable" stands for any error.
+    pub(crate) fn queued_error(dest: Ipv4Addr, sequence: PingSequence) -> Self {
+        let mut p = Icmpv4Packet::default();
+        p.destination(dest)
+            .real_dest(dest)
+            .icmp_type(IcmpType::new(3))
+            .sequence(sequence);
+        p
+    }
+
     fn source(&mut self, source: Ipv4Addr) -> &mut Self {
         self.source = source;
         self

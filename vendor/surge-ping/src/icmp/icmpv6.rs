@@ -103,6 +103,17 @@ impl Default for Icmpv6Packet {
 }
 
 impl Icmpv6Packet {
+    /// An ICMPv6 error about an echo request to `dest`, read from a datagram socket's
+    /// error queue (tps-agent patch): "destination unreachable" stands for any error.
+    pub(crate) fn queued_error(dest: Ipv6Addr, sequence: PingSequence) -> Self {
+        let mut p = Icmpv6Packet::default();
+        p.source(dest)
+            .real_dest(dest)
+            .icmpv6_type(Icmpv6Type::new(1))
+            .sequence(sequence);
+        p
+    }
+
     fn source(&mut self, source: Ipv6Addr) -> &mut Self {
         self.source = source;
         self

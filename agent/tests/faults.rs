@@ -638,3 +638,63 @@ async fn a_link_that_dies_under_an_open_connection_is_noticed_within_seconds() -
     assert_complete_and_ordered(&rows, rows.len() as u64);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_target_that_cannot_be_measured_is_not_covered() -> anyhow::Result<()> {
+    let ns = Netns::new(8)?;
+    // No ICMP for anyone but root in the namespace; the agent runs as nobody.
+    ns.sh("sysctl -qw net.ipv4.ping_group_range='1 0'")?;
+    let s = setup_on(format!("{}:0", ns.host_ip).parse()?, 500).await?;
+    let url = format!("http://{}", s.grpc);
+    let root = s.dir.path().join("ns");
+    let targets = format!(
+        "[[target]]\nname = \"gw\"\naddress = \"{}\"\n\n[[target]]\nname = \"collector\"\naddress = \"collector\"\nmethod = \"tcp\"\nport = {}\n",
+        ns.host_ip,
+        s.grpc.port()
+    );
+    let (config, state) = agent_dir(&root, "agent", &url, &targets)?;
+    sh(&format!(
+        "chmod 755 '{}' '{}'; chown -R 65534:65534 '{}'",
+        s.dir.path().display(),
+        root.display(),
+        root.join("agent").display()
+    ))?;
+    let (tps, code) = &s.codes[0];
+    enroll_in(&ns, Some("nobody"), &config, &state, &url, tps, code)?;
+    let as_nobody = |args: &[&str]| {
+        let mut c = ns.cmd("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_tps-agent"))
+            .args(args)
+            .arg("--config")
+            .arg(&config);
+        c
+    };
+    let out = as_nobody(&["check"]).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("RESULT: NOT COVERED") && text.contains("\"gw\" is not measured"),
+        "{text}"
+    );
+    assert!(text.contains("net.ipv4.ping_group_range"), "{text}");
+
+    let agent = LoggedAgent::spawn(as_nobody(&["run"]))?;
+    let reason = eventually(WAIT, "the station degraded, not covered", || async {
+        let (_, b) = s
+            .collector
+            .get_json(&format!("/api/v1/stations/{tps}"))
+            .await
+            .ok()?;
+        let st = b["coverage"]["state"].as_str()?;
+        let measured = b["agents"][0]["latest"]
+            .as_array()
+            .is_some_and(|l| !l.is_empty());
+        (st == "degraded" && measured)
+            .then(|| b["coverage"]["reason"].as_str().unwrap_or("").to_string())
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", agent.text()))?;
+    assert_eq!(reason, "not_measured");
+    Ok(())
+}

@@ -4,10 +4,15 @@
 //! as on a router (qemu-user, chroot, `tps_tests::router`) with its router defaults;
 //! time is compressed (a round every 2 s, a push every 4 s: the same two rounds per
 //! push), so bytes per round are measured and scaled to a day's 2,880 rounds.
-//! Counters: `/proc/PID/io` `write_bytes` (bytes sent towards the block device, which
-//! on a router is the flash) and `wchar` (bytes passed to write calls).
+//! The state directory is an ext4 file system of its own on a loop device, and the
+//! bench flushes it after every round, as the kernel's writeback does between rounds
+//! 30 s apart (compressed time would otherwise let one flush cover several rounds).
+//! Counters: the loop device's sectors written (what the storage receives, file-system
+//! journal included), `/proc/PID/io` `write_bytes` (pages the agent dirtied) and
+//! `wchar` (bytes passed to write calls). Root only (mount).
 //!
 //! `scripts/cross aarch64 && cargo run --release -p tps-tests --bin bench-router-flash -- --runs 3 --rounds 60`
+//! (`--agent PATH` measures another aarch64 build, e.g. an older one.)
 
 use std::time::Duration;
 
@@ -25,6 +30,78 @@ struct Args {
     /// Rounds measured in each run (after a warm-up of 5 rounds).
     #[arg(long, default_value_t = 60)]
     rounds: u64,
+    /// The aarch64 agent to measure (default: the one `scripts/cross` built).
+    #[arg(long)]
+    agent: Option<std::path::PathBuf>,
+}
+
+/// An ext4 file system in an image file, mounted on a loop device; gone when dropped.
+struct LoopFs {
+    img: std::path::PathBuf,
+    mnt: std::path::PathBuf,
+    dev: String,
+}
+
+fn sh(cmd: &str) -> anyhow::Result<String> {
+    let out = std::process::Command::new("sh")
+        .arg("-ec")
+        .arg(cmd)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+impl LoopFs {
+    fn mount(mnt: &std::path::Path) -> anyhow::Result<LoopFs> {
+        let img = mnt.with_extension("img");
+        std::fs::create_dir_all(mnt)?;
+        sh(&format!(
+            "truncate -s 64M '{0}' && mkfs.ext4 -q -F '{0}' && mount -o loop '{0}' '{1}'",
+            img.display(),
+            mnt.display()
+        ))?;
+        let src = sh(&format!("findmnt -no SOURCE '{}'", mnt.display()))?;
+        let dev = src.trim_start_matches("/dev/").to_string();
+        Ok(LoopFs {
+            img,
+            mnt: mnt.to_path_buf(),
+            dev,
+        })
+    }
+    /// Bytes written to the device since it was set up.
+    fn written(&self) -> anyhow::Result<u64> {
+        let stat = std::fs::read_to_string(format!("/sys/block/{}/stat", self.dev))?;
+        let sectors: u64 = stat
+            .split_whitespace()
+            .nth(6)
+            .ok_or_else(|| anyhow::anyhow!("short /sys/block/{}/stat", self.dev))?
+            .parse()?;
+        Ok(sectors * 512)
+    }
+    fn flush(&self) {
+        let _ = std::process::Command::new("sync")
+            .arg("-f")
+            .arg(&self.mnt)
+            .status();
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        let _ = sh(&format!("umount '{}'", self.mnt.display()));
+        let _ = std::fs::remove_file(&self.img);
+    }
+}
+
+/// Bytes per round: (to the device, dirtied pages, written by calls).
+struct PerRound {
+    device: f64,
+    write_bytes: f64,
+    wchar: f64,
 }
 
 const ROUND_SECS: u64 = 2;
@@ -43,9 +120,18 @@ fn io_counters(pid: u32) -> anyhow::Result<(u64, u64)> {
     Ok((get("write_bytes:")?, get("wchar:")?))
 }
 
-/// One run: (write_bytes, wchar) per round.
-async fn run_once(link_up: bool, rounds: u64) -> anyhow::Result<(f64, f64)> {
-    let bin = built(AARCH64)?.ok_or_else(|| anyhow::anyhow!("run scripts/cross aarch64 first"))?;
+/// One run.
+async fn run_once(
+    link_up: bool,
+    rounds: u64,
+    agent_bin: Option<&std::path::Path>,
+) -> anyhow::Result<PerRound> {
+    let bin = match agent_bin {
+        Some(p) => p.to_path_buf(),
+        None => {
+            built(AARCH64)?.ok_or_else(|| anyhow::anyhow!("run scripts/cross aarch64 first"))?
+        }
+    };
     let f = fixture("21.71.01.1002", |c| {
         c.ingest.push_interval_secs = (2 * ROUND_SECS) as u32;
     })
@@ -75,6 +161,12 @@ async fn run_once(link_up: bool, rounds: u64) -> anyhow::Result<(f64, f64)> {
             2 * ROUND_SECS
         ),
     )?;
+    let state = router.path("/etc/tps-agent/state");
+    // Enrolling wrote the token there: it moves onto the file system measured.
+    let token = std::fs::read(state.join("credentials.toml"))?;
+    std::fs::remove_dir_all(&state)?;
+    let fs = LoopFs::mount(&state)?;
+    std::fs::write(state.join("credentials.toml"), token)?;
     let mut collector = Some(collector);
     if !link_up && let Some(c) = collector.take() {
         c.stop().await?;
@@ -84,7 +176,6 @@ async fn run_once(link_up: bool, rounds: u64) -> anyhow::Result<(f64, f64)> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()?;
-    let state = router.path("/etc/tps-agent/state");
     // Opened only once the agent made the file, so the agent decides its page size.
     let last_seq = || {
         if !state.join("spool.sqlite").exists() {
@@ -99,57 +190,85 @@ async fn run_once(link_up: bool, rounds: u64) -> anyhow::Result<(f64, f64)> {
         (last_seq() >= 15).then_some(())
     })
     .await?;
+    fs.flush();
     let (w0, c0) = io_counters(agent.id())?;
+    let d0 = fs.written()?;
     let s0 = last_seq();
     let want = s0 + 3 * rounds;
+    // Writeback between rounds, as 30 s apart.
+    let flusher = {
+        let mnt = fs.mnt.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(ROUND_SECS)).await;
+                let _ = tokio::process::Command::new("sync")
+                    .arg("-f")
+                    .arg(&mnt)
+                    .status()
+                    .await;
+            }
+        })
+    };
     eventually(
         Duration::from_secs(ROUND_SECS * rounds * 3 + 60),
         "the measured rounds",
         || async { (last_seq() >= want).then_some(()) },
     )
     .await?;
+    flusher.abort();
+    fs.flush();
     let (w1, c1) = io_counters(agent.id())?;
+    let d1 = fs.written()?;
     let measured = (last_seq() - s0) as f64 / 3.0;
     agent.kill()?;
     agent.wait()?;
     if let Some(c) = collector {
         c.stop().await?;
     }
-    Ok(((w1 - w0) as f64 / measured, (c1 - c0) as f64 / measured))
+    drop(fs);
+    Ok(PerRound {
+        device: (d1 - d0) as f64 / measured,
+        write_bytes: (w1 - w0) as f64 / measured,
+        wchar: (c1 - c0) as f64 / measured,
+    })
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     println!(
-        "| link | write_bytes per round | per day | wchar per round | per day |\n|---|---|---|---|---|"
+        "| link | to the device per round | **per day** | write_bytes per day | wchar per day |\n|---|---|---|---|---|"
     );
+    let day = |v: f64| v * ROUNDS_PER_DAY / 1e6;
     for link_up in [true, false] {
-        let mut w = Vec::new();
-        let mut c = Vec::new();
+        let (mut d, mut w, mut c) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..args.runs {
-            let (wb, wc) = run_once(link_up, args.rounds).await?;
+            let r = run_once(link_up, args.rounds, args.agent.as_deref()).await?;
             eprintln!(
-                "run {}/{} (link {}): {wb:.0} B/round to the device, {wc:.0} B/round written",
+                "run {}/{} (link {}): {:.0} B/round to the device, {:.0} B/round dirtied, {:.0} B/round written",
                 i + 1,
                 args.runs,
-                if link_up { "up" } else { "down" }
+                if link_up { "up" } else { "down" },
+                r.device,
+                r.write_bytes,
+                r.wchar
             );
-            w.push(wb);
-            c.push(wc);
+            d.push(r.device);
+            w.push(r.write_bytes);
+            c.push(r.wchar);
         }
-        let (wb, wc) = (median(&mut w), median(&mut c));
+        let (d, w, c) = (median(&mut d), median(&mut w), median(&mut c));
         println!(
-            "| {} | {:.1} KB | **{:.1} MB** | {:.1} KB | {:.1} MB |",
+            "| {} | {:.1} KB | **{:.1} MB** | {:.1} MB | {:.1} MB |",
             if link_up {
                 "up (pushed and acknowledged)"
             } else {
                 "down (spool grows)"
             },
-            wb / 1e3,
-            wb * ROUNDS_PER_DAY / 1e6,
-            wc / 1e3,
-            wc * ROUNDS_PER_DAY / 1e6
+            d / 1e3,
+            day(d),
+            day(w),
+            day(c)
         );
     }
     Ok(())

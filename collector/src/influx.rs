@@ -10,7 +10,8 @@
 //!
 //! Schema (documented in the README):
 //! - `link,tps=,regency=,district=,target=,method=,agent= sent=i,received=i,loss=,
-//!   rtt_min_ms=,rtt_avg_ms=,rtt_max_ms=,jitter_ms=` at the measurement's start time;
+//!   rtt_min_ms=,rtt_avg_ms=,rtt_max_ms=,jitter_ms=` at the measurement's start time
+//!   (and `errors=` i: probes answered by an ICMP error);
 //! - `station_status,tps=,regency=,district= state="",cause="",covered=i,state_code=i`
 //!   at the change's time. Regency and district are dotted region codes (`21.71`).
 
@@ -125,7 +126,7 @@ pub fn link_line(out: &mut String, m: &SinkMeasurement) {
     let x = &m.measurement;
     let _ = write!(
         out,
-        "link,tps={},regency={},district={},target={},method={},agent={} sent={}i,received={}i,loss={}",
+        "link,tps={},regency={},district={},target={},method={},agent={} sent={}i,received={}i,errors={}i,loss={}",
         tag(&m.tps_code),
         tag(&regency),
         tag(&district),
@@ -134,6 +135,7 @@ pub fn link_line(out: &mut String, m: &SinkMeasurement) {
         m.agent_id,
         x.sent,
         x.received,
+        x.errors,
         x.loss()
     );
     if let Some(r) = &x.rtt {
@@ -354,7 +356,7 @@ mod tests {
                 method: Method::Icmp,
                 sent: 5,
                 received: 4,
-                errors: 0,
+                errors: 1,
                 rtt: Some(Rtt {
                     min_ms: 1.5,
                     avg_ms: 2.0,
@@ -368,7 +370,7 @@ mod tests {
         assert_eq!(
             out,
             "link,tps=2171011002001,regency=21.71,district=21.71.01,target=my\\ gw\\,1,method=icmp,agent=42 \
-             sent=5i,received=4i,loss=0.2,rtt_min_ms=1.5,rtt_avg_ms=2,rtt_max_ms=3.25,jitter_ms=0.5 1790000000123\n"
+             sent=5i,received=4i,errors=1i,loss=0.2,rtt_min_ms=1.5,rtt_avg_ms=2,rtt_max_ms=3.25,jitter_ms=0.5 1790000000123\n"
         );
         let c = StatusChange {
             id: 1,

@@ -305,3 +305,30 @@ async fn a_revoked_agent_keeps_measuring_and_resumes_after_re_enrollment() -> an
     agent.abort();
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_while_the_agent_runs_leaves_its_spool_alone() -> anyhow::Result<()> {
+    let s = setup(500).await?;
+    let (creds, agent) = running_agent(&s).await?;
+    let out = agent_bin()
+        .arg("check")
+        .arg("--config")
+        .arg(s.config_path())
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("in use by the running agent") && text.contains("token accepted: yes"),
+        "{text}"
+    );
+    assert!(out.status.success(), "{text}");
+    // The running agent goes on delivering, in order, once.
+    let before = stored(&s, creds.agent_id)?.len();
+    let rows = eventually(WAIT, "more rounds delivered", || async {
+        let rows = stored(&s, creds.agent_id).ok()?;
+        (rows.len() > before + 4).then_some(rows)
+    })
+    .await?;
+    assert_complete_and_ordered(&rows, rows.len() as u64);
+    agent.abort();
+    Ok(())
+}

@@ -215,8 +215,10 @@ const PAGE_SIZE: i64 = 1024;
 /// offset and epoch per entry, ICMP errors, drop counts by reason.
 const SCHEMA_VERSION: i64 = 2;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS spool (
+/// The entries' table, as version 2 has it.
+macro_rules! spool_table {
+    () => {
+        "CREATE TABLE IF NOT EXISTS spool (
     seq            INTEGER PRIMARY KEY,
     start_ms       INTEGER NOT NULL,
     offset_ms      INTEGER,
@@ -232,31 +234,23 @@ CREATE TABLE IF NOT EXISTS spool (
     rtt_max_ms     REAL,
     jitter_ms      REAL
 );
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"
+    };
+}
+
+const SCHEMA: &str = concat!(
+    spool_table!(),
+    "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO counters VALUES ('last_seq', 0);
-";
+"
+);
 
 /// A version-1 spool (AUTOINCREMENT, one drop count) becomes version 2 in one
 /// transaction; its entries keep their sequence numbers.
-const MIGRATE_V1: &str = "
-ALTER TABLE spool RENAME TO spool_v1;
-CREATE TABLE spool (
-    seq            INTEGER PRIMARY KEY,
-    start_ms       INTEGER NOT NULL,
-    offset_ms      INTEGER,
-    clock_epoch    INTEGER NOT NULL DEFAULT 0,
-    target_name    TEXT NOT NULL,
-    target_address TEXT NOT NULL,
-    method         TEXT NOT NULL,
-    sent           INTEGER NOT NULL,
-    received       INTEGER NOT NULL,
-    errors         INTEGER NOT NULL DEFAULT 0,
-    rtt_min_ms     REAL,
-    rtt_avg_ms     REAL,
-    rtt_max_ms     REAL,
-    jitter_ms      REAL
-);
-INSERT INTO spool (seq, start_ms, target_name, target_address, method, sent, received,
+const MIGRATE_V1: &str = concat!(
+    "ALTER TABLE spool RENAME TO spool_v1;\n",
+    spool_table!(),
+    "INSERT INTO spool (seq, start_ms, target_name, target_address, method, sent, received,
                    rtt_min_ms, rtt_avg_ms, rtt_max_ms, jitter_ms)
     SELECT seq, start_ms, target_name, target_address, method, sent, received,
            rtt_min_ms, rtt_avg_ms, rtt_max_ms, jitter_ms FROM spool_v1;
@@ -264,7 +258,8 @@ INSERT OR REPLACE INTO counters (name, value)
     SELECT 'last_seq', coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'spool_v1'), 0);
 UPDATE counters SET name = 'dropped_spool_full' WHERE name = 'dropped';
 DROP TABLE spool_v1;
-";
+"
+);
 
 fn method_str(m: Method) -> &'static str {
     match m {

@@ -245,21 +245,13 @@ async fn check_says_covered_when_enrolled_and_not_covered_otherwise() -> anyhow:
     assert!(text.trim_end().ends_with("RESULT: COVERED"), "{text}");
 
     // A wrong code gets an answer a technician can act on.
-    let out = agent_bin()
-        .args([
-            "enroll",
-            "--collector",
-            &format!("http://{}", s.grpc),
-            "--tps",
-            &s.codes[1].0,
-            "--code",
-            "AAAA-AAAA",
-        ])
-        .arg("--config")
-        .arg(s.dir.path().join("other.toml"))
-        .arg("--state-dir")
-        .arg(s.dir.path().join("other-state"))
-        .output()?;
+    let out = enroll_args(
+        &mut agent_bin(),
+        &format!("http://{}", s.grpc),
+        (&s.codes[1].0, "AAAA-AAAA"),
+        &s.dir.path().join("other.toml"),
+        &s.dir.path().join("other-state"),
+    )?;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("enrollment code was not accepted"), "{err}");

@@ -412,12 +412,14 @@ impl Drop for Router {
     }
 }
 
-/// Config and state of one agent in its own directory (readable by `nobody`).
+/// Config and state of one agent in its own directory, owned by `nobody` if it runs
+/// as nobody.
 fn agent_dir(
     root: &Path,
     name: &str,
     collector: &str,
     targets: &str,
+    nobody: bool,
 ) -> anyhow::Result<(PathBuf, PathBuf)> {
     let dir = root.join(name);
     let state = dir.join("state");
@@ -430,37 +432,53 @@ fn agent_dir(
             state.display().to_string()
         ),
     )?;
+    if nobody {
+        sh(&format!("chown -R 65534:65534 '{}'", dir.display()))?;
+    }
     Ok((config, state))
+}
+
+/// The agent binary in `ns`, as root or as `nobody`.
+fn agent_in(ns: &Netns, nobody: bool) -> Command {
+    let mut c = ns.cmd("setpriv");
+    if nobody {
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+    } else {
+        c.arg("--reuid=0");
+    }
+    c.arg(env!("CARGO_BIN_EXE_tps-agent"));
+    c
 }
 
 fn enroll_in(
     ns: &Netns,
-    user: Option<&str>,
-    config: &Path,
-    state: &Path,
+    nobody: bool,
+    (config, state): (&Path, &Path),
     url: &str,
-    tps: &str,
-    code: &str,
+    station: (&str, &str),
 ) -> anyhow::Result<u64> {
-    let mut c = ns.cmd("setpriv");
-    match user {
-        Some(_) => c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]),
-        None => c.args(["--reuid=0"]),
-    };
-    let out = c
-        .arg(env!("CARGO_BIN_EXE_tps-agent"))
-        .args(["enroll", "--collector", url, "--tps", tps, "--code", code])
-        .arg("--config")
-        .arg(config)
-        .arg("--state-dir")
-        .arg(state)
-        .output()?;
+    let out = enroll_args(&mut agent_in(ns, nobody), url, station, config, state)?;
     anyhow::ensure!(
         out.status.success(),
         "enroll: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(tps_agent::credentials::load(state)?.agent_id)
+}
+
+/// A collector the namespace reaches (its gRPC port on this side of the veth pair),
+/// its URL, and a directory for the agents' files that `nobody` may enter.
+async fn collector_for(ns: &Netns) -> anyhow::Result<(Setup, String, PathBuf)> {
+    let s = setup_on(format!("{}:0", ns.host_ip).parse()?, 500).await?;
+    let url = format!("http://{}", s.grpc);
+    let root = s.dir.path().join("ns");
+    std::fs::create_dir_all(&root)?;
+    sh(&format!(
+        "chmod 755 '{}' '{}'",
+        s.dir.path().display(),
+        root.display()
+    ))?;
+    Ok((s, url, root))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -470,39 +488,22 @@ async fn icmp_errors_are_lost_probes_counted_apart_as_root_and_unprivileged() ->
     // A router of its own in front of the targets, with no way to them: it answers
     // echo requests with ICMP "unreachable", as an ISP router without a route does.
     let router = Router::new(&ns, 5)?;
-    let s = setup_on(format!("{}:0", ns.host_ip).parse()?, 500).await?;
-    let url = format!("http://{}", s.grpc);
-    let root = s.dir.path().join("ns");
-    std::fs::create_dir_all(&root)?;
+    let (s, url, root) = collector_for(&ns).await?;
     let targets = format!(
         "[[target]]\nname = \"unreach4\"\naddress = \"{}\"\n\n[[target]]\nname = \"unreach6\"\naddress = \"{}\"\n\n[[target]]\nname = \"lo4\"\naddress = \"127.0.0.1\"\n",
         router.unreachable_v4, router.unreachable_v6
     );
-    let targets = targets.as_str();
     let mut agents = Vec::new();
-    for (i, user) in [None, Some("nobody")].into_iter().enumerate() {
-        let (config, state) = agent_dir(&root, &format!("agent{i}"), &url, targets)?;
-        sh(&format!(
-            "chmod 755 '{}' '{}'; chown -R 65534:65534 '{}'",
-            s.dir.path().display(),
-            root.display(),
-            root.join(format!("agent{i}")).display()
-        ))?;
+    for (i, nobody) in [false, true].into_iter().enumerate() {
+        let dirs = agent_dir(&root, &format!("agent{i}"), &url, &targets, nobody)?;
         let (tps, code) = &s.codes[i];
-        let id = enroll_in(&ns, user, &config, &state, &url, tps, code)?;
-        let mut c = ns.cmd("setpriv");
-        match user {
-            Some(_) => c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]),
-            None => c.args(["--reuid=0"]),
-        };
-        c.arg(env!("CARGO_BIN_EXE_tps-agent"))
-            .arg("run")
-            .arg("--config")
-            .arg(&config);
-        agents.push((id, tps.clone(), user, LoggedAgent::spawn(c)?));
+        let id = enroll_in(&ns, nobody, (&dirs.0, &dirs.1), &url, (tps, code))?;
+        let mut c = agent_in(&ns, nobody);
+        c.arg("run").arg("--config").arg(&dirs.0);
+        agents.push((id, tps.clone(), nobody, LoggedAgent::spawn(c)?));
     }
-    for (id, tps, user, agent) in &agents {
-        let mode = if user.is_some() {
+    for (id, tps, nobody, agent) in &agents {
+        let mode = if *nobody {
             "datagram socket (unprivileged)"
         } else {
             "raw socket (root)"
@@ -559,18 +560,12 @@ async fn icmp_errors_are_lost_probes_counted_apart_as_root_and_unprivileged() ->
 async fn a_laptop_with_200_interfaces_is_covered_and_its_status_fits() -> anyhow::Result<()> {
     let ns = Netns::new(6)?;
     ns.sh("for i in $(seq 1 100); do ip link add d$i type veth peer name p$i; done")?;
-    let s = setup_on(format!("{}:0", ns.host_ip).parse()?, 500).await?;
-    let url = format!("http://{}", s.grpc);
-    let root = s.dir.path().join("ns");
-    let (config, state) = agent_dir(
-        &root,
-        "agent",
-        &url,
-        "[[target]]\nname = \"lo4\"\naddress = \"127.0.0.1\"\n",
-    )?;
+    let (s, url, root) = collector_for(&ns).await?;
+    let lo4 = "[[target]]\nname = \"lo4\"\naddress = \"127.0.0.1\"\n";
+    let (config, state) = agent_dir(&root, "agent", &url, lo4, false)?;
     let (tps, code) = &s.codes[0];
-    let id = enroll_in(&ns, None, &config, &state, &url, tps, code)?;
-    let mut c = ns.cmd(env!("CARGO_BIN_EXE_tps-agent"));
+    let id = enroll_in(&ns, false, (&config, &state), &url, (tps, code))?;
+    let mut c = agent_in(&ns, false);
     c.arg("run").arg("--config").arg(&config);
     let agent = LoggedAgent::spawn(c)?;
     let body = eventually(WAIT, "the station covered", || async {
@@ -644,30 +639,18 @@ async fn a_primary_target_that_cannot_be_measured_is_not_covered() -> anyhow::Re
     let ns = Netns::new(8)?;
     // No ICMP for anyone but root in the namespace; the agent runs as nobody.
     ns.sh("sysctl -qw net.ipv4.ping_group_range='1 0'")?;
-    let s = setup_on(format!("{}:0", ns.host_ip).parse()?, 500).await?;
-    let url = format!("http://{}", s.grpc);
-    let root = s.dir.path().join("ns");
+    let (s, url, root) = collector_for(&ns).await?;
     let targets = format!(
         "[[target]]\nname = \"gw\"\naddress = \"{}\"\n\n[[target]]\nname = \"collector\"\naddress = \"collector\"\nmethod = \"tcp\"\nport = {}\n",
         ns.host_ip,
         s.grpc.port()
     );
-    let (config, state) = agent_dir(&root, "agent", &url, &targets)?;
-    sh(&format!(
-        "chmod 755 '{}' '{}'; chown -R 65534:65534 '{}'",
-        s.dir.path().display(),
-        root.display(),
-        root.join("agent").display()
-    ))?;
+    let (config, state) = agent_dir(&root, "agent", &url, &targets, true)?;
     let (tps, code) = &s.codes[0];
-    enroll_in(&ns, Some("nobody"), &config, &state, &url, tps, code)?;
+    enroll_in(&ns, true, (&config, &state), &url, (tps, code))?;
     let as_nobody = |args: &[&str]| {
-        let mut c = ns.cmd("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(env!("CARGO_BIN_EXE_tps-agent"))
-            .args(args)
-            .arg("--config")
-            .arg(&config);
+        let mut c = agent_in(&ns, true);
+        c.args(args).arg("--config").arg(&config);
         c
     };
     let out = as_nobody(&["check"]).output()?;

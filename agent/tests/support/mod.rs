@@ -99,24 +99,33 @@ pub fn agent_bin() -> Command {
     c
 }
 
+/// `enroll` arguments for `cmd` (the agent binary, or a wrapper running it).
+pub fn enroll_args(
+    cmd: &mut Command,
+    url: &str,
+    (tps, code): (&str, &str),
+    config: &Path,
+    state: &Path,
+) -> anyhow::Result<std::process::Output> {
+    Ok(cmd
+        .args(["enroll", "--collector", url, "--tps", tps, "--code", code])
+        .arg("--config")
+        .arg(config)
+        .arg("--state-dir")
+        .arg(state)
+        .output()?)
+}
+
 /// Enrolls station `i` with the binary; the config written names `s.grpc`.
 pub fn enroll_cli(s: &Setup, i: usize) -> anyhow::Result<credentials::Credentials> {
     let (tps, code) = &s.codes[i];
-    let out = agent_bin()
-        .args([
-            "enroll",
-            "--collector",
-            &format!("http://{}", s.grpc),
-            "--tps",
-            tps,
-            "--code",
-            code,
-        ])
-        .arg("--config")
-        .arg(s.config_path())
-        .arg("--state-dir")
-        .arg(s.state_dir())
-        .output()?;
+    let out = enroll_args(
+        &mut agent_bin(),
+        &format!("http://{}", s.grpc),
+        (tps, code),
+        &s.config_path(),
+        &s.state_dir(),
+    )?;
     anyhow::ensure!(
         out.status.success(),
         "enroll failed: {}",

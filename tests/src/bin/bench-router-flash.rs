@@ -4,8 +4,9 @@
 //! as on a router (qemu-user, chroot, `tps_tests::router`) with its router defaults;
 //! time is compressed (a round every 2 s, a push every 4 s: the same two rounds per
 //! push), so bytes per round are measured and scaled to a day's 2,880 rounds.
-//! The state directory is an ext4 file system of its own on a loop device, and the
-//! bench flushes it after every round, as the kernel's writeback does between rounds
+//! The state directory is an ext4 file system of its own on a loop device, mounted
+//! `noatime` as OpenWrt mounts its overlay (the bench reads the spool to count rounds),
+//! and the bench flushes it after every round, as the kernel's writeback does between rounds
 //! 30 s apart (compressed time would otherwise let one flush cover several rounds).
 //! Counters: the loop device's sectors written (what the storage receives, file-system
 //! journal included), `/proc/PID/io` `write_bytes` (pages the agent dirtied) and
@@ -60,7 +61,7 @@ impl LoopFs {
         let img = mnt.with_extension("img");
         std::fs::create_dir_all(mnt)?;
         sh(&format!(
-            "truncate -s 64M '{0}' && mkfs.ext4 -q -F '{0}' && mount -o loop '{0}' '{1}'",
+            "truncate -s 64M '{0}' && mkfs.ext4 -q -F '{0}' && mount -o loop,noatime '{0}' '{1}'",
             img.display(),
             mnt.display()
         ))?;

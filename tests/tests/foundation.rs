@@ -242,7 +242,8 @@ async fn each_invalid_field_is_refused_by_name() -> anyhow::Result<()> {
     );
     let metrics = reqwest::get(c.url("/metrics")).await?.text().await?;
     assert!(
-        metrics.contains(r#"tps_push_rejects_total{reason="invalid_argument"} 6"#),
+        metrics.contains(r#"tps_push_rejects_total{reason="invalid_argument"} 5"#)
+            && metrics.contains(r#"tps_push_rejects_total{reason="clock_out_of_range"} 1"#),
         "{metrics}"
     );
     assert!(
@@ -514,5 +515,46 @@ async fn grpc_health_and_reflection_are_served() -> anyhow::Result<()> {
         names.contains(&"grpc.health.v1.Health".to_string()),
         "{names:?}"
     );
+    c.stop().await
+}
+
+#[tokio::test]
+async fn a_status_that_does_not_fit_is_kept_as_far_as_it_fits() -> anyhow::Result<()> {
+    let (_dir, c) = kepri().await?;
+    let agent = enrolled(&c, BATAM_VILLAGE).await?;
+    let mut status = tps_tests::agent_status(0);
+    status.hostname = "laptop-".repeat(60);
+    status.interfaces = (0..200)
+        .map(|i| pb::NetInterface {
+            name: format!("veth{i:03}"),
+            rx_bytes: i,
+            tx_bytes: i,
+        })
+        .collect();
+    let mut req = tonic::Request::new(pb::PushRequest {
+        status: Some(status),
+        measurements: vec![measurement(1, now_ms() - 60_000, "gateway")],
+    });
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {}", agent.token).parse()?);
+    let r = agent.client.clone().push(req).await?.into_inner();
+    assert_eq!(r.acked_seq, 1, "stored, not refused");
+    let (_, body) = c
+        .get_json(&format!("/api/v1/stations/{}", agent.tps_code))
+        .await?;
+    let st = &body["agents"][0]["status"];
+    assert_eq!(st["interfaces"].as_array().map(Vec::len), Some(64));
+    assert_eq!(st["hostname"].as_str().map(str::len), Some(256));
+    assert_eq!(
+        c.metric("tps_status_truncated_total{field=\"interfaces\"}")
+            .await?,
+        1.0
+    );
+    assert_eq!(
+        c.metric("tps_status_truncated_total{field=\"hostname\"}")
+            .await?,
+        1.0
+    );
+    assert_eq!(body["coverage"]["state"], "covered");
     c.stop().await
 }

@@ -2,7 +2,7 @@
 //! directory per day at the default cadence (a round of 3 targets every 30 s, a push
 //! every 60 s), with the link up and with the link down (spool growing). The agent runs
 //! as on a router (qemu-user, chroot, `tps_tests::router`) with its router defaults;
-//! time is compressed (a round every 2 s, a push every 4 s: the same two rounds per
+//! time is compressed (a round every second, a push every 2 s: the same two rounds per
 //! push), so bytes per round are measured and scaled to a day's 2,880 rounds.
 //! The state directory is an ext4 file system of its own on a loop device, mounted
 //! `noatime` as OpenWrt mounts its overlay (the bench reads the spool to count rounds),
@@ -12,7 +12,7 @@
 //! journal included), `/proc/PID/io` `write_bytes` (pages the agent dirtied) and
 //! `wchar` (bytes passed to write calls). Root only (mount).
 //!
-//! `scripts/cross aarch64 && cargo run --release -p tps-tests --bin bench-router-flash -- --runs 3 --rounds 60`
+//! `scripts/cross aarch64 && cargo run --release -p tps-tests --bin bench-router-flash -- --runs 3`
 //! (`--agent PATH` measures another aarch64 build, e.g. an older one.)
 
 use std::time::Duration;
@@ -28,9 +28,15 @@ struct Args {
     /// Measurements per scenario; the median is reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Rounds measured in each run (after a warm-up of 5 rounds).
-    #[arg(long, default_value_t = 60)]
+    /// Rounds measured in each run, after the warm-up: enough to span several of the
+    /// spool log's checkpoints (one every ~32 rounds), or the figure is one phase of
+    /// the log's cycle.
+    #[arg(long, default_value_t = 100)]
     rounds: u64,
+    /// Rounds before measuring: past the first checkpoint, where the log is still
+    /// growing to its size.
+    #[arg(long, default_value_t = 40)]
+    warmup: u64,
     /// The aarch64 agent to measure (default: the one `scripts/cross` built).
     #[arg(long)]
     agent: Option<std::path::PathBuf>,
@@ -105,7 +111,7 @@ struct PerRound {
     wchar: f64,
 }
 
-const ROUND_SECS: u64 = 2;
+const ROUND_SECS: u64 = 1;
 const ROUNDS_PER_DAY: f64 = 86_400.0 / 30.0;
 
 fn io_counters(pid: u32) -> anyhow::Result<(u64, u64)> {
@@ -124,7 +130,7 @@ fn io_counters(pid: u32) -> anyhow::Result<(u64, u64)> {
 /// One run.
 async fn run_once(
     link_up: bool,
-    rounds: u64,
+    (warmup, rounds): (u64, u64),
     agent_bin: Option<&std::path::Path>,
 ) -> anyhow::Result<PerRound> {
     let bin = match agent_bin {
@@ -187,8 +193,8 @@ async fn run_once(
             .unwrap_or(0)
     };
     // Warm-up: the spool file exists and 5 rounds (15 measurements) went through.
-    eventually(Duration::from_secs(60), "warm-up rounds", || async {
-        (last_seq() >= 15).then_some(())
+    eventually(Duration::from_secs(3 * warmup + 60), "warm-up rounds", || async {
+        (last_seq() >= 3 * warmup).then_some(())
     })
     .await?;
     fs.flush();
@@ -244,7 +250,7 @@ async fn main() -> anyhow::Result<()> {
     for link_up in [true, false] {
         let (mut d, mut w, mut c) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..args.runs {
-            let r = run_once(link_up, args.rounds, args.agent.as_deref()).await?;
+            let r = run_once(link_up, (args.warmup, args.rounds), args.agent.as_deref()).await?;
             eprintln!(
                 "run {}/{} (link {}): {:.0} B/round to the device, {:.0} B/round dirtied, {:.0} B/round written",
                 i + 1,

@@ -20,6 +20,7 @@ use std::time::Duration;
 use clap::Parser;
 use tps_tests::device::{enroll_args, fixture};
 use tps_tests::eventually;
+use tps_tests::loopfs::LoopFs;
 use tps_tests::router::{AARCH64, RouterRoot, built};
 use tps_tests::stats::median;
 
@@ -40,68 +41,6 @@ struct Args {
     /// The aarch64 agent to measure (default: the one `scripts/cross` built).
     #[arg(long)]
     agent: Option<std::path::PathBuf>,
-}
-
-/// An ext4 file system in an image file, mounted on a loop device; gone when dropped.
-struct LoopFs {
-    img: std::path::PathBuf,
-    mnt: std::path::PathBuf,
-    dev: String,
-}
-
-fn sh(cmd: &str) -> anyhow::Result<String> {
-    let out = std::process::Command::new("sh")
-        .arg("-ec")
-        .arg(cmd)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-impl LoopFs {
-    fn mount(mnt: &std::path::Path) -> anyhow::Result<LoopFs> {
-        let img = mnt.with_extension("img");
-        std::fs::create_dir_all(mnt)?;
-        sh(&format!(
-            "truncate -s 64M '{0}' && mkfs.ext4 -q -F '{0}' && mount -o loop,noatime '{0}' '{1}'",
-            img.display(),
-            mnt.display()
-        ))?;
-        let src = sh(&format!("findmnt -no SOURCE '{}'", mnt.display()))?;
-        let dev = src.trim_start_matches("/dev/").to_string();
-        Ok(LoopFs {
-            img,
-            mnt: mnt.to_path_buf(),
-            dev,
-        })
-    }
-    /// Bytes written to the device since it was set up.
-    fn written(&self) -> anyhow::Result<u64> {
-        let stat = std::fs::read_to_string(format!("/sys/block/{}/stat", self.dev))?;
-        let sectors: u64 = stat
-            .split_whitespace()
-            .nth(6)
-            .ok_or_else(|| anyhow::anyhow!("short /sys/block/{}/stat", self.dev))?
-            .parse()?;
-        Ok(sectors * 512)
-    }
-    fn flush(&self) {
-        let _ = std::process::Command::new("sync")
-            .arg("-f")
-            .arg(&self.mnt)
-            .status();
-    }
-}
-
-impl Drop for LoopFs {
-    fn drop(&mut self) {
-        let _ = sh(&format!("umount '{}'", self.mnt.display()));
-        let _ = std::fs::remove_file(&self.img);
-    }
 }
 
 /// Bytes per round: (to the device, dirtied pages, written by calls).
@@ -193,9 +132,11 @@ async fn run_once(
             .unwrap_or(0)
     };
     // Warm-up: the spool file exists and 5 rounds (15 measurements) went through.
-    eventually(Duration::from_secs(3 * warmup + 60), "warm-up rounds", || async {
-        (last_seq() >= 3 * warmup).then_some(())
-    })
+    eventually(
+        Duration::from_secs(3 * warmup + 60),
+        "warm-up rounds",
+        || async { (last_seq() >= 3 * warmup).then_some(()) },
+    )
     .await?;
     fs.flush();
     let (w0, c0) = io_counters(agent.id())?;

@@ -4,7 +4,13 @@
 //! them, with the link down (nothing acknowledged). Time is not waited for: the rounds
 //! are appended back to back with their start times 30 s apart.
 //!
-//! `cargo run --release -p tps-tests --bin bench-spool -- --runs 3`
+//! With `--writes` (root) it also measures what a round costs the storage: the spool on
+//! an ext4 of its own on a loop device (`tps_tests::loopfs`), flushed after every round
+//! as the kernel's writeback does between rounds 30 s apart, with the link up (an
+//! acknowledgement every second round, as pushes every 60 s bring) and down; 80 rounds
+//! of warm-up, 320 measured (several checkpoints of the log).
+//!
+//! `cargo run --release -p tps-tests --bin bench-spool -- --runs 3 --writes`
 
 use std::time::Duration;
 
@@ -18,6 +24,45 @@ use tps_tests::stats::median;
 struct Args {
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Also measure bytes written to the storage per round (root: mounts a loop device).
+    #[arg(long)]
+    writes: bool,
+}
+
+/// Bytes the storage receives per round, link up or down.
+fn device_bytes_per_round(link_up: bool) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let fs = tps_tests::loopfs::LoopFs::mount(&dir.path().join("state"))?;
+    let limits = Limits::new(
+        Duration::from_secs(7 * 86_400),
+        Duration::from_secs(30),
+        3,
+        64 << 20,
+    );
+    let mut spool = Spool::open(&fs.mnt, limits)?;
+    let t0 = 1_796_000_000_000i64;
+    let mut k = 0u64;
+    let mut step = |spool: &mut Spool| -> anyhow::Result<()> {
+        let seqs = spool.append(&round(t0 + k as i64 * ROUND_MS, k))?;
+        if link_up && k % 2 == 1 {
+            spool.ack(*seqs.last().unwrap_or(&0));
+        }
+        k += 1;
+        Ok(())
+    };
+    for _ in 0..80 {
+        step(&mut spool)?;
+    }
+    fs.flush();
+    let before = fs.written()?;
+    let n = 320;
+    for _ in 0..n {
+        step(&mut spool)?;
+        fs.flush();
+    }
+    let after = fs.written()?;
+    drop(spool);
+    Ok((after - before) as f64 / f64::from(n))
 }
 
 const ROUND_MS: i64 = 30_000;
@@ -70,6 +115,27 @@ fn main() -> anyhow::Result<()> {
             results[i].push((spool.footprint_bytes(), spool.depth()?));
         }
         eprintln!("run {}/{} done", run + 1, args.runs);
+    }
+    if args.writes {
+        println!(
+            "| link | to the storage per round (runs) | median | **per day** (2,880 rounds) |\n|---|---|---|---|"
+        );
+        for link_up in [true, false] {
+            let mut v = Vec::new();
+            for _ in 0..args.runs {
+                v.push(device_bytes_per_round(link_up)?);
+            }
+            let shown: Vec<String> = v.iter().map(|b| format!("{:.1} KB", b / 1e3)).collect();
+            let m = median(&mut v);
+            println!(
+                "| {} | {} | {:.1} KB | **{:.1} MB** |",
+                if link_up { "up" } else { "down" },
+                shown.join(" · "),
+                m / 1e3,
+                m * 2_880.0 / 1e6
+            );
+        }
+        println!();
     }
     println!(
         "| outage | measurements waiting | spool on disk (median of {}) | per measurement |\n|---|---|---|---|",

@@ -31,7 +31,9 @@ fn varied(seq: u64, base: i64, target: &str) -> pb::Measurement {
     let mut m = tps_tests::measurement(seq, base, target);
     match seq % 5 {
         0 => {
+            // Total loss, two probes answered by ICMP errors.
             m.received = 0;
+            m.errors = 2;
             m.rtt_min_ms = None;
             m.rtt_avg_ms = None;
             m.rtt_max_ms = None;
@@ -55,6 +57,7 @@ fn expected_fields(m: &pb::Measurement) -> HashMap<&'static str, f64> {
     let mut f = HashMap::from([
         ("sent", f64::from(m.sent)),
         ("received", f64::from(m.received)),
+        ("errors", f64::from(m.errors)),
         ("loss", f64::from(m.sent - m.received) / f64::from(m.sent)),
     ]);
     for (k, v) in [

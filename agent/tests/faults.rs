@@ -58,13 +58,22 @@ impl Drop for Tmpfs {
     }
 }
 
-/// Fills the file system of `dir` with one file until it refuses more.
+/// Fills the (small, test-mounted) file system of `dir` with one file until it refuses
+/// more; gives up past 64 MB rather than fill a disk that is not the test's.
 fn fill(dir: &Path) -> anyhow::Result<PathBuf> {
     use std::io::Write;
     let p = dir.join("filler");
     let mut f = std::fs::File::create(&p)?;
     let chunk = vec![0u8; 4096];
-    while f.write_all(&chunk).is_ok() {}
+    let mut written = 0usize;
+    while f.write_all(&chunk).is_ok() {
+        written += chunk.len();
+        if written > 64 << 20 {
+            drop(f);
+            std::fs::remove_file(&p)?;
+            anyhow::bail!("{} is not the small tmpfs it should be", dir.display());
+        }
+    }
     let _ = f.sync_all();
     Ok(p)
 }

@@ -135,23 +135,6 @@ impl Clock {
         }
     }
 
-    /// `stamp` with the offset of its epoch when it had none and one is known now (a
-    /// round that started before the collector's answer arrived).
-    pub fn complete(&self, stamp: Stamp) -> Stamp {
-        match (stamp.offset_ms, self.offset_ms) {
-            (None, Some(o)) if stamp.epoch == self.epoch => Stamp {
-                offset_ms: Some(o),
-                ..stamp
-            },
-            _ => stamp,
-        }
-    }
-
-    /// This epoch and its offset, when known.
-    pub fn current(&self) -> Option<(i64, i64)> {
-        self.offset_ms.map(|o| (self.epoch, o))
-    }
-
     /// The offset known now, if any.
     pub fn offset_ms(&self) -> Option<i64> {
         self.offset_ms
@@ -267,22 +250,6 @@ mod tests {
                 .len(),
             1
         );
-    }
-
-    #[test]
-    fn a_round_that_began_before_the_answer_gets_the_offset() {
-        let mut c = Clock::starting(0, T0, true);
-        let s = c.stamp_at(0, T0);
-        c.learn_at(500, T0, T0 + 500, REAL).first().unwrap();
-        let done = c.complete(s);
-        assert_eq!(done.offset_ms, c.offset_ms());
-        assert_eq!(c.current(), Some((s.epoch, done.offset_ms.unwrap())));
-        // Not across a jump.
-        let mut c = Clock::starting(0, T0, true);
-        let s = c.stamp_at(0, T0);
-        c.stamp_at(10_000, REAL);
-        c.learn_at(10_000, REAL, REAL, REAL + 5);
-        assert_eq!(c.complete(s).offset_ms, None);
     }
 
     #[test]

@@ -223,7 +223,6 @@ pub async fn probe_loop(
         let stamp = lock(&clock).stamp();
         let (back, outcomes) = probe_round(std::mem::take(&mut probers), &host).await;
         probers = back;
-        let stamp = lock(&clock).complete(stamp);
         let batch = round_entries(outcomes, stamp);
         let n = batch.len();
         let result = with_spool(&spool, move |s| {
@@ -499,16 +498,9 @@ async fn handle_refusal(
     refusal: wire::Refusal,
     (sent_ms, answered_ms): (i64, i64),
 ) -> Result<(usize, usize), SpoolError> {
-    // A refusal about time: the offset it tells, and the one known already (rounds
-    // spooled just before it was learned have none yet).
     let learned = refusal
         .clock_server_ms
-        .map(|server| {
-            let mut c = lock(clock);
-            let mut l = c.learn(sent_ms, answered_ms, server);
-            l.extend(c.current());
-            l
-        })
+        .map(|server| lock(clock).learn(sent_ms, answered_ms, server))
         .unwrap_or_default();
     let listed: Vec<u64> = refusal
         .indexes

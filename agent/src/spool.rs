@@ -207,7 +207,13 @@ pub struct Spool {
     /// Rounds the disk refused, oldest first, with the counts of those dropped since.
     held: VecDeque<Vec<NewEntry>>,
     unsaved_drops: BTreeMap<DropReason, u64>,
+    /// The offsets given to the latest clock epochs ([`Spool::set_offset`]), so a
+    /// round stamped before its epoch's offset was learned gets it when it is written.
+    offsets: VecDeque<(i64, i64)>,
 }
+
+/// Clock epochs whose offsets the spool remembers for rounds still to come.
+const OFFSET_EPOCHS: usize = 4;
 
 const PAGE_SIZE: i64 = 1024;
 
@@ -349,6 +355,7 @@ impl Spool {
             in_flight: 0,
             held: VecDeque::new(),
             unsaved_drops: BTreeMap::new(),
+            offsets: VecDeque::new(),
         })
     }
 
@@ -361,7 +368,11 @@ impl Spool {
     /// round is dropped, and counted, past [`HELD_ROUNDS`]) and the error returned.
     pub fn append(&mut self, entries: &[NewEntry]) -> Result<Vec<u64>, SpoolError> {
         if !entries.is_empty() {
-            self.held.push_back(entries.to_vec());
+            let mut round = entries.to_vec();
+            for e in round.iter_mut().filter(|e| e.offset_ms.is_none()) {
+                e.offset_ms = self.offset_of(e.clock_epoch);
+            }
+            self.held.push_back(round);
         }
         let written = self.write_held();
         if written.is_err() {
@@ -537,7 +548,13 @@ impl Spool {
     /// Gives entries of clock epoch `epoch` that have no offset yet the offset
     /// learned for that epoch (the rounds measured before the collector was reached).
     /// Returns the sequence numbers of the entries on disk that got it.
+    /// Rounds of that epoch written later get it too.
     pub fn set_offset(&mut self, epoch: i64, offset_ms: i64) -> Result<Vec<u64>, SpoolError> {
+        self.offsets.retain(|(e, _)| *e != epoch);
+        self.offsets.push_back((epoch, offset_ms));
+        if self.offsets.len() > OFFSET_EPOCHS {
+            self.offsets.pop_front();
+        }
         for e in self.held.iter_mut().flatten() {
             if e.clock_epoch == epoch && e.offset_ms.is_none() {
                 e.offset_ms = Some(offset_ms);
@@ -553,6 +570,13 @@ impl Spool {
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(seqs)
+    }
+
+    fn offset_of(&self, epoch: i64) -> Option<i64> {
+        self.offsets
+            .iter()
+            .find(|(e, _)| *e == epoch)
+            .map(|(_, o)| *o)
     }
 
     /// Removes entries the collector will never accept, counting them as refused.

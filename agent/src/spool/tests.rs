@@ -246,6 +246,17 @@ fn an_offset_reaches_the_rounds_of_its_epoch_only() {
         s.set_offset(1, 9_000).unwrap().is_empty(),
         "a stamped round keeps its offset"
     );
+    // A round stamped before the offset was learned, written after: it gets it.
+    s.append(&[entry(20)]).unwrap();
+    let b = s.batch(10).unwrap();
+    assert_eq!(b[2].corrected_start_ms(), 9_020);
+    // Not across epochs.
+    s.append(&[NewEntry {
+        clock_epoch: 3,
+        ..entry(30)
+    }])
+    .unwrap();
+    assert_eq!(s.batch(10).unwrap()[3].corrected_start_ms(), 30);
 }
 
 #[test]

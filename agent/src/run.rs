@@ -332,27 +332,31 @@ pub async fn push_loop(
     // Refused measurements dropped in a row; logged once per streak.
     let mut refused_streak = 0u64;
     loop {
-        let batch = if first {
-            Vec::new()
-        } else {
-            match with_spool(&spool, move |s| s.batch(max_batch)).await {
-                Ok(b) => b,
-                Err(e) => {
-                    let wait = backoff.wait();
-                    tracing::error!(error = %e, retry_in = ?wait, "cannot read the spool");
-                    wait_due(wait).await;
-                    continue;
-                }
-            }
-        };
-        let view = with_spool(&spool, |s| {
-            Ok(SpoolView {
+        // What to send and what the status tells of the spool, in one trip to it.
+        let heartbeat = first;
+        let read = with_spool(&spool, move |s| {
+            let batch = if heartbeat {
+                Vec::new()
+            } else {
+                s.batch(max_batch)?
+            };
+            let view = SpoolView {
                 depth: s.depth()?,
                 dropped: s.dropped_by_reason()?,
-            })
+            };
+            Ok((batch, view))
         })
-        .await
-        .unwrap_or_default();
+        .await;
+        let (batch, view) = match read {
+            Ok(r) => r,
+            Err(e) => {
+                back_off(&mut backoff, |wait| {
+                    tracing::error!(error = %e, retry_in = ?wait, "cannot read the spool");
+                })
+                .await;
+                continue;
+            }
+        };
         let sent_ms = clock::wall_ms();
         let status = wire::status(facts(), &view, sent_ms, primary(&config), &primary_problem);
         let sent = batch.len();
@@ -384,9 +388,10 @@ pub async fn push_loop(
                     Err(e) => {
                         // Not acknowledged here: the same entries go out again, but only
                         // after a backoff step.
-                        let wait = backoff.wait();
-                        tracing::error!(error = %e, retry_in = ?wait, "the collector has the measurements but the spool cannot be updated");
-                        wait_due(wait).await;
+                        back_off(&mut backoff, |wait| {
+                            tracing::error!(error = %e, retry_in = ?wait, "the collector has the measurements but the spool cannot be updated");
+                        })
+                        .await;
                         continue;
                     }
                 };
@@ -456,14 +461,16 @@ pub async fn push_loop(
                         // Something changed: send again now.
                     }
                     Ok(_) => {
-                        let wait = backoff.wait();
-                        tracing::warn!(%message, retry_in = ?wait, "push refused, and nothing in it the agent can correct or drop");
-                        wait_due(wait).await;
+                        back_off(&mut backoff, |wait| {
+                            tracing::warn!(%message, retry_in = ?wait, "push refused, and nothing in it the agent can correct or drop");
+                        })
+                        .await;
                     }
                     Err(e) => {
-                        let wait = backoff.wait();
-                        tracing::error!(error = %e, retry_in = ?wait, "cannot drop refused measurements from the spool");
-                        wait_due(wait).await;
+                        back_off(&mut backoff, |wait| {
+                            tracing::error!(error = %e, retry_in = ?wait, "cannot drop refused measurements from the spool");
+                        })
+                        .await;
                     }
                 }
             }
@@ -485,6 +492,13 @@ pub async fn push_loop(
             }
         }
     }
+}
+
+/// One backoff step after a failure: `say` logs it with the wait, then the wait.
+async fn back_off(backoff: &mut Backoff, say: impl FnOnce(Duration)) {
+    let wait = backoff.wait();
+    say(wait);
+    wait_due(wait).await;
 }
 
 /// Acts on a refusal: learns the collector's clock when the refusal is about time and

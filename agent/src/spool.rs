@@ -608,16 +608,18 @@ impl Spool {
     /// Entries dropped since the spool was created, by reason (held drops included).
     pub fn dropped_by_reason(&self) -> Result<BTreeMap<DropReason, u64>, SpoolError> {
         let mut out = self.unsaved_drops.clone();
-        for r in DropReason::ALL {
-            let v: Option<i64> = self
-                .conn
-                .query_row(
-                    "SELECT value FROM counters WHERE name = ?1",
-                    [dropped_key(r)],
-                    |row| row.get(0),
-                )
-                .optional()?;
-            *out.entry(r).or_default() += v.unwrap_or(0) as u64;
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT name, value FROM counters WHERE name LIKE 'dropped_%'")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (name, v) = row?;
+            if let Some(r) = DropReason::ALL
+                .into_iter()
+                .find(|r| dropped_key(*r) == name)
+            {
+                *out.entry(r).or_default() += v as u64;
+            }
         }
         out.retain(|_, v| *v > 0);
         Ok(out)

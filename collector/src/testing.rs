@@ -229,8 +229,7 @@ where
 
 /// (seq, start_ms) of every measurement stored for an agent, read from the store file.
 pub fn stored_seqs(data_dir: &Path, agent_id: u64) -> anyhow::Result<Vec<(u64, i64)>> {
-    let conn = crate::store::open(data_dir, crate::store::Synchronous::Full)?;
-    Ok(crate::store::measurements_of(&conn, agent_id)?
+    Ok(stored_measurements(data_dir, agent_id)?
         .into_iter()
         .map(|m| (m.seq, m.start_ms))
         .collect())

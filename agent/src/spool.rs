@@ -459,11 +459,6 @@ impl Spool {
         .sum()
     }
 
-    /// Bytes the spool's live pages take.
-    pub fn used_bytes(&self) -> Result<u64, SpoolError> {
-        used_bytes(&self.conn, self.page_size)
-    }
-
     /// What the live pages may take: the size bound less the log's allowance, and no
     /// more than the spool has now plus what the file system has free (less a reserve).
     fn data_budget(&self) -> u64 {

@@ -6,8 +6,8 @@
 
 use std::time::Instant;
 
-use tps_collector::coverage::{Coverage, PushFacts, Rules};
-use tps_collector::flags::{self, FlagIndex, FlagRules};
+use tps_collector::state::coverage::{Coverage, PushFacts, Rules};
+use tps_collector::state::flags::{self, FlagIndex, FlagRules};
 
 fn main() {
     let path = std::env::args()

@@ -12,11 +12,13 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::coverage::{Override, State as CovState};
 use crate::domain::{RegionLevel, TpsCode, now_ms};
-use crate::flags::{self, ActError, FlagStatus, OperatorAction};
 use crate::http::{ApiError, AppState, read};
 use crate::operators::{self, Operator, Role};
+use crate::state::coverage::{Override, State as CovState};
+use crate::state::facts::Fact;
+use crate::state::flags::{self, ActError, FlagStatus, OperatorAction};
+use crate::state::snapshot::{Snapshot, StationRow};
 use crate::store;
 
 pub fn routes() -> Router<AppState> {
@@ -62,14 +64,27 @@ impl FromRequestParts<AppState> for Operator {
                     "missing `Authorization: Bearer <token>`; an admin creates one with `tps-collector operator add NAME --role viewer`",
                 )
             })?;
-        read(state, move |c| operators::authenticate(c, &token))
-            .await?
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unknown or revoked operator token",
-                )
-            })
+        if token.len() > 512 {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "the bearer token is longer than any operator token",
+            ));
+        }
+        let hash = crate::auth::token_hash(&token);
+        let op = match state.operators.get(&hash) {
+            Some(op) => op,
+            None => {
+                let op = read(state, move |c| operators::authenticate(c, &token)).await?;
+                state.operators.put(hash, op.clone());
+                op
+            }
+        };
+        op.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unknown or revoked operator token",
+            )
+        })
     }
 }
 
@@ -102,7 +117,7 @@ fn tps_param(code: &str) -> Result<TpsCode, ApiError> {
         .map_err(|e: crate::domain::BadTpsCode| bad("tps_code", e))
 }
 
-fn counts_json(c: crate::coverage::Counts) -> Value {
+fn counts_json(c: crate::state::coverage::Counts) -> Value {
     json!({
         "total": c.total(),
         "covered": c.covered,
@@ -125,21 +140,21 @@ async fn summary(
 ) -> Result<Json<Value>, ApiError> {
     require(&op, Role::Viewer)?;
     let region = region_param(&q)?;
-    let m = s.monitor.lock();
+    let m = s.snapshot();
     let key = region.clone().unwrap_or_default();
-    let counts = m.coverage.counts(&key);
+    let counts = m.counts(&key);
     if region.is_some() && counts.total() == 0 {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no station in region {key}"),
         ));
     }
-    let r = m.coverage.rules;
+    let r = m.rules;
     let f = m.flag_rules;
     let mut body = counts_json(counts);
-    body["as_of_ms"] = json!(now_ms());
+    body["as_of_ms"] = json!(m.as_of_ms);
     body["region"] = json!(region);
-    body["region_name"] = json!(region.as_ref().and_then(|r| m.region_names.get(r)));
+    body["region_name"] = json!(region.as_ref().and_then(|r| m.registry.name(r)));
     body["thresholds"] = json!({
         "fresh_secs": r.fresh_ms / 1000,
         "loss_limit_pct": r.loss_limit * 100.0,
@@ -174,38 +189,38 @@ async fn regions(
         None => None,
         Some(p) => Some(crate::domain::parse_region(p).map_err(|e| bad("parent", e))?),
     };
-    let m = s.monitor.lock();
+    let m = s.snapshot();
     let list: Vec<Value> = m
-        .coverage
         .region_counts(level, parent.as_deref())
         .into_iter()
         .map(|(code, c)| {
             let mut v = counts_json(c);
-            v["name"] = json!(m.region_names.get(&code));
+            v["name"] = json!(m.registry.name(&code));
             v["code"] = json!(code);
             v
         })
         .collect();
     Ok(Json(
-        json!({ "level": q.get("level").map(String::as_str).unwrap_or("regency"), "parent": parent, "regions": list, "as_of_ms": now_ms() }),
+        json!({ "level": q.get("level").map(String::as_str).unwrap_or("regency"), "parent": parent, "regions": list, "as_of_ms": m.as_of_ms }),
     ))
 }
 
-fn station_row(m: &crate::monitor::Monitor, st: &crate::coverage::StationCov) -> Value {
+fn station_row(m: &Snapshot, st: &StationRow<'_>) -> Value {
+    let (district, regency) = (st.district(), st.regency());
     json!({
-        "tps_code": st.tps_code,
-        "village": m.villages.get(&st.tps_code),
-        "district_code": st.district,
-        "district": m.region_names.get(&st.district),
-        "regency_code": st.regency,
-        "regency": m.region_names.get(&st.regency),
-        "state": st.state,
-        "reason": st.reason,
-        "since_ms": st.since_ms,
-        "cause": st.cause,
-        "lat": st.lat,
-        "lon": st.lon,
-        "exempt": st.overrides.exempt_reason.is_some(),
+        "tps_code": st.info.tps_code,
+        "village": &*st.info.village,
+        "district": m.registry.name(&district),
+        "district_code": district,
+        "regency": m.registry.name(&regency),
+        "regency_code": regency,
+        "state": st.state.state,
+        "reason": st.state.reason,
+        "since_ms": st.state.since_ms,
+        "cause": st.state.cause,
+        "lat": st.info.lat,
+        "lon": st.info.lon,
+        "exempt": st.state.exempt,
     })
 }
 
@@ -252,42 +267,47 @@ async fn stations(
         .get("q")
         .map(|s| s.trim().to_lowercase())
         .filter(|s| !s.is_empty());
-    let m = s.monitor.lock();
-    let mut out = Vec::new();
-    let mut matching = 0u64;
-    let mut more = false;
-    for st in m.coverage.stations() {
-        if region
-            .as_deref()
-            .is_some_and(|r| !st.tps_code.as_str().starts_with(r))
-        {
-            continue;
-        }
-        if status.as_ref().is_some_and(|ss| !ss.contains(&st.state)) {
-            continue;
-        }
-        if let Some(n) = &needle {
-            let hit = st.tps_code.as_str().starts_with(n.as_str())
-                || m.villages
-                    .get(&st.tps_code)
-                    .is_some_and(|v| v.to_lowercase().contains(n.as_str()))
-                || m.region_names
-                    .get(&st.district)
-                    .is_some_and(|v| v.to_lowercase().contains(n.as_str()));
-            if !hit {
+    if needle.as_ref().is_some_and(|n| n.chars().count() > 100) {
+        return Err(bad("q", "is longer than 100 characters"));
+    }
+    let m = s.snapshot();
+    // The scan runs off the async threads: at national scale it reads every station.
+    let body = tokio::task::spawn_blocking(move || {
+        let matcher = needle.as_deref().map(|n| m.matcher(n));
+        let mut out = Vec::new();
+        let mut matching = 0u64;
+        let mut more = false;
+        for st in m.stations() {
+            if region
+                .as_deref()
+                .is_some_and(|r| !st.info.tps_code.as_str().starts_with(r))
+            {
                 continue;
             }
+            if status
+                .as_ref()
+                .is_some_and(|ss| !ss.contains(&st.state.state))
+            {
+                continue;
+            }
+            if matcher.as_ref().is_some_and(|hit| !hit(&st)) {
+                continue;
+            }
+            matching += 1;
+            if cursor.is_some_and(|c| st.info.tps_code <= c) {
+                continue;
+            }
+            if out.len() < limit {
+                out.push(station_row(&m, &st));
+            } else {
+                more = true;
+            }
         }
-        matching += 1;
-        if cursor.is_some_and(|c| st.tps_code <= c) {
-            continue;
-        }
-        if out.len() < limit {
-            out.push(station_row(&m, st));
-        } else {
-            more = true;
-        }
-    }
+        (out, matching, more)
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let (out, matching, more) = body;
     // Stations are kept in code order, so the last code shown is the next page's cursor.
     let next = if more {
         out.last().map(|r| r["tps_code"].clone())
@@ -310,9 +330,9 @@ async fn station(
     let (facts, transitions, flag) = read(&s, move |c| {
         let facts = store::station(c, &tps)?;
         let transitions = store::status_changes_of(c, &code_s, 50)?;
-        let flag = flags::latest_of(c, &code_s)?;
+        let flag = store::flags::latest_of(c, &code_s)?;
         let events = match &flag {
-            Some(f) => flags::events(c, f.id)?,
+            Some(f) => store::flags::events(c, f.id)?,
             None => Vec::new(),
         };
         Ok((facts, transitions, flag.map(|f| (f, events))))
@@ -326,8 +346,8 @@ async fn station(
     })?;
     let agents = s.live.agents_of(&tps);
     let coverage = {
-        let m = s.monitor.lock();
-        m.coverage.station(&tps).map(|st| station_row(&m, st))
+        let m = s.snapshot();
+        m.station(&tps).map(|st| station_row(&m, &st))
     };
     let mut body = serde_json::to_value(&facts).map_err(ApiError::internal)?;
     body["regency_code"] = json!(tps.region(RegionLevel::Regency));
@@ -454,7 +474,7 @@ async fn set_override(
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty()),
     };
-    if s.monitor.lock().coverage.station(&tps).is_none() {
+    if s.snapshot().station(&tps).is_none() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("TPS {tps} is not in the registry"),
@@ -462,10 +482,12 @@ async fn set_override(
     }
     let (o2, by) = (o.clone(), op.name.clone());
     s.writer
-        .exec(move |tx| store::set_override(tx, tps.as_str(), &o2, &by, now_ms()))
+        .exec_publishing(move |tx| {
+            store::set_override(tx, tps.as_str(), &o2, &by, now_ms())?;
+            Ok(((), vec![Fact::Override { tps, value: o2 }]))
+        })
         .await
         .map_err(ApiError::internal)?;
-    s.monitor.lock().coverage.set_override(&tps, o.clone());
     Ok(Json(json!({ "tps_code": tps, "override": o })))
 }
 
@@ -516,26 +538,27 @@ async fn list_flags(
             .ok_or_else(|| bad("limit", format!("{l:?} is not a number from 1 to 10000")))?,
     };
     let list = read(&s, move |c| {
-        let total = flags::count(c, &statuses, region.as_deref())?;
-        let fl = flags::list(c, &statuses, region.as_deref(), limit)?;
-        let latest = flags::latest_notes(c, &fl.iter().map(|f| f.id).collect::<Vec<_>>())?;
+        let total = store::flags::count(c, &statuses, region.as_deref())?;
+        let fl = store::flags::list(c, &statuses, region.as_deref(), limit)?;
+        let latest = store::flags::latest_notes(c, &fl.iter().map(|f| f.id).collect::<Vec<_>>())?;
         let notes: Vec<Option<String>> = fl.iter().map(|f| latest.get(&f.id).cloned()).collect();
         Ok((fl, notes, total))
     })
     .await?;
-    let m = s.monitor.lock();
+    let m = s.snapshot();
     let rows: Vec<FlagRow> = list
         .0
         .into_iter()
         .zip(list.1)
         .map(|(flag, latest_note)| {
             let tps: Option<TpsCode> = flag.tps_code.parse().ok();
-            let st = tps.as_ref().and_then(|t| m.coverage.station(t));
+            let st = tps.as_ref().and_then(|t| m.station(t));
+            let name = |code: String| m.registry.name(&code).map(str::to_string);
             FlagRow {
-                village: tps.as_ref().and_then(|t| m.villages.get(t).cloned()),
-                district: st.and_then(|x| m.region_names.get(&x.district).cloned()),
-                regency: st.and_then(|x| m.region_names.get(&x.regency).cloned()),
-                state: st.map(|x| x.state),
+                village: st.map(|x| x.info.village.to_string()),
+                district: st.and_then(|x| name(x.district())),
+                regency: st.and_then(|x| name(x.regency())),
+                state: st.map(|x| x.state.state),
                 last_seen_ms: tps.as_ref().and_then(|t| {
                     s.live
                         .agents_of(t)
@@ -557,7 +580,10 @@ async fn get_flag(
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
     require(&op, Role::Viewer)?;
-    let (flag, events) = read(&s, move |c| Ok((flags::get(c, id)?, flags::events(c, id)?))).await?;
+    let (flag, events) = read(&s, move |c| {
+        Ok((store::flags::get(c, id)?, store::flags::events(c, id)?))
+    })
+    .await?;
     let flag =
         flag.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no flag with id {id}")))?;
     let mut v = serde_json::to_value(&flag).map_err(ApiError::internal)?;
@@ -575,7 +601,7 @@ async fn act(
     let actor = op.name.clone();
     let r = s
         .writer
-        .exec(move |tx| Ok(flags::act(tx, id, &actor, &action, now_ms())))
+        .exec(move |tx| Ok(store::flags::act(tx, id, &actor, &action, now_ms())))
         .await
         .map_err(ApiError::internal)?;
     let flag = match r {
@@ -591,15 +617,6 @@ async fn act(
         }
         Err(ActError::Store(e)) => return Err(ApiError::internal(e)),
     };
-    if let Ok(tps) = flag.tps_code.parse::<TpsCode>() {
-        let mut m = s.monitor.lock();
-        if let Some(b) = m.flags.by_station.get_mut(&tps)
-            && b.id == flag.id
-        {
-            b.status = flag.status;
-            b.ended_ms = flag.ended_ms;
-        }
-    }
     Ok(Json(
         serde_json::to_value(&flag).map_err(ApiError::internal)?,
     ))
@@ -698,7 +715,10 @@ async fn revoke_agent(
     let reason = format!("revoked by {}", op.name);
     let tps = s
         .writer
-        .exec(move |tx| store::revoke_agent(tx, id, &reason, now_ms()))
+        .exec_publishing(move |tx| {
+            let tps = store::revoke_agent(tx, id, &reason, now_ms())?;
+            Ok((tps, vec![Fact::Revoked(vec![id])]))
+        })
         .await
         .map_err(|e| match e {
             crate::store::writer::WriteError::Store(store::StoreError::NotFound(m)) => {
@@ -706,9 +726,6 @@ async fn revoke_agent(
             }
             other => ApiError::internal(other),
         })?;
-    if s.live.revoke(&[id]) > 0 {
-        s.monitor.revoke(&s.writer, &[id]).await;
-    }
     Ok(Json(
         json!({ "agent_id": id, "tps_code": tps, "revoked": true }),
     ))

@@ -31,21 +31,21 @@ pub struct Config {
 /// Coverage rules, follow-up timing and how often silence is checked.
 #[derive(Debug, Clone, Copy)]
 pub struct CoverageConfig {
-    pub rules: crate::coverage::Rules,
-    pub flags: crate::flags::FlagRules,
+    pub rules: crate::state::coverage::Rules,
+    pub flags: crate::state::flags::FlagRules,
     pub tick: Duration,
 }
 
 impl CoverageConfig {
     /// Defaults for a push interval: fresh = 3 push intervals, at most 5 minutes.
     pub fn for_push_interval(push_interval_secs: u32) -> Self {
-        let rules = crate::coverage::Rules {
+        let rules = crate::state::coverage::Rules {
             fresh_ms: (3 * i64::from(push_interval_secs) * 1000).min(300_000),
             ..Default::default()
         };
         CoverageConfig {
             rules,
-            flags: crate::flags::FlagRules::default(),
+            flags: crate::state::flags::FlagRules::default(),
             tick: Duration::from_secs(5),
         }
     }

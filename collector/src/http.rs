@@ -2,7 +2,9 @@
 //! status API mounted from [`crate::api`].
 //! Errors are JSON `{"error": "..."}` naming what was wrong.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -11,10 +13,52 @@ use axum::routing::get;
 use axum::{Json, Router};
 use rusqlite::Connection;
 use serde_json::json;
+use tokio::sync::watch;
 
-use crate::live::Live;
 use crate::metrics::Metrics;
-use crate::store::{self, writer::Writer};
+use crate::operators::Operator;
+use crate::state::facts::Facts;
+use crate::state::live::Live;
+use crate::state::snapshot::Snapshot;
+use crate::store::{self, readers::Readers, writer::Writer};
+
+/// How long an operator-token check is reused (a revocation takes effect within this).
+pub const OPERATOR_CACHE_TTL: Duration = Duration::from_secs(5);
+/// Most cached token checks; the cache starts over when full.
+const OPERATOR_CACHE_MAX: usize = 10_000;
+/// A commit running longer than this means a stuck writer.
+const WRITER_STUCK_MS: i64 = 30_000;
+/// Below this much free space on the store's file system, `/healthz` is not ok.
+pub const FREE_SPACE_FLOOR: u64 = 256 * 1024 * 1024;
+
+/// Operator-token checks, by token hash, for a few seconds.
+#[derive(Debug, Default)]
+pub struct OperatorCache(Mutex<HashMap<[u8; 32], CachedCheck>>);
+
+/// A token's operator (or none), and when it was looked up.
+type CachedCheck = (Option<Operator>, Instant);
+
+impl OperatorCache {
+    pub fn get(&self, hash: &[u8; 32]) -> Option<Option<Operator>> {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(hash)
+            .filter(|(_, at)| at.elapsed() < OPERATOR_CACHE_TTL)
+            .map(|(op, _)| op.clone())
+    }
+
+    pub fn put(&self, hash: [u8; 32], op: Option<Operator>) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= OPERATOR_CACHE_MAX {
+            m.clear();
+        }
+        m.insert(hash, (op, Instant::now()));
+    }
+
+    /// Forgets every check (after a change made through this collector).
+    pub fn clear(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -22,13 +66,15 @@ pub struct AppState {
     pub live: Arc<Live>,
     pub metrics: Arc<Metrics>,
     pub writer: Writer,
-    /// A read-only connection for registry lookups; reads are rare and short, so one
-    /// connection behind a mutex (used from blocking threads) is enough.
-    pub reader: Arc<Mutex<Connection>>,
+    /// Read connections for registry lookups, series and flag lists.
+    pub readers: Readers,
     /// The InfluxDB sink's state, when it is on.
     pub influx: Option<Arc<crate::influx::SinkStatus>>,
-    /// Coverage and the follow-up queue.
-    pub monitor: crate::monitor::Shared,
+    /// Coverage and the follow-up queue as last published by the state owner.
+    pub snapshot: watch::Receiver<Arc<Snapshot>>,
+    /// For changes made through the API, published once committed.
+    pub facts: Facts,
+    pub operators: Arc<OperatorCache>,
     /// Where reports are written.
     pub data_dir: Arc<std::path::Path>,
     pub report: Arc<crate::report::schedule::ReportConfig>,
@@ -64,34 +110,76 @@ impl ApiError {
     }
 }
 
-/// Runs a read against the store on a blocking thread.
+impl AppState {
+    /// The newest published picture of coverage (no lock held after this returns).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+}
+
+/// Runs a read against the store on a pooled connection.
 pub async fn read<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&Connection) -> Result<T, store::StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let reader = state.reader.clone();
-    tokio::task::spawn_blocking(move || {
-        let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
-        f(&conn)
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::internal)
+    state.readers.read(f).await.map_err(ApiError::internal)
+}
+
+/// Bytes free for the collector on the file system of `dir`.
+pub fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    let s = rustix::fs::statvfs(dir).ok()?;
+    Some(s.f_bavail.saturating_mul(s.f_frsize))
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {
+    let mut problems: Vec<String> = Vec::new();
     let store = read(&state, |c| {
         Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)
     })
     .await;
+    if let Err(e) = &store {
+        problems.push(format!("the store cannot be read: {}", e.1));
+    }
+    let w = state.writer.health();
+    if w.stopped {
+        problems.push("the store writer has stopped; restart the collector".into());
+    }
+    if let Some(ms) = w.busy_ms.filter(|ms| *ms > WRITER_STUCK_MS) {
+        problems.push(format!(
+            "a commit has been running for {} s (disk stalled?)",
+            ms / 1000
+        ));
+    }
+    if w.failing_commits > 0 {
+        problems.push(format!(
+            "the last {} commit(s) failed: {}",
+            w.failing_commits,
+            w.last_error.clone().unwrap_or_default()
+        ));
+    }
+    let free = free_bytes(&state.data_dir);
+    if let Some(f) = free.filter(|f| *f < FREE_SPACE_FLOOR) {
+        problems.push(format!(
+            "only {} MB free for the store (below {} MB)",
+            f / 1_048_576,
+            FREE_SPACE_FLOOR / 1_048_576
+        ));
+    }
+    let snap = state.snapshot();
     let body = json!({
-        "status": if store.is_ok() { "ok" } else { "failing" },
+        "status": if problems.is_empty() { "ok" } else { "failing" },
+        "problems": problems,
         "store": match &store { Ok(_) => "ok".to_string(), Err(e) => e.1.clone() },
+        "writer": w,
+        "free_bytes": free,
         "write_queue": state.writer.queued(),
+        "facts_queued": state.facts.queued(),
+        "persist_backlog": state.metrics.persist_backlog.get(),
+        "coverage_as_of_ms": snap.as_of_ms,
         "enrolled_agents": state.live.active_agents(),
         "influx": state.influx.as_ref().map(|s| s.snapshot()),
     });
-    let code = if store.is_ok() {
+    let code = if problems.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -104,6 +192,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .metrics
         .enrolled_agents
         .set(state.live.active_agents() as i64);
+    state.metrics.facts_queued.set(state.facts.queued() as i64);
     (
         [(
             header::CONTENT_TYPE,

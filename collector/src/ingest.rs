@@ -1,5 +1,6 @@
 //! The agent-facing gRPC service `tps.v1.Collector`: enrollment (code for token) and
-//! push (authenticate, validate at the edge, store, then acknowledge).
+//! push (authenticate, validate at the edge, commit, acknowledge). What a commit changes
+//! in memory is done by the writer, so a cancelled call cannot skip it.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -9,11 +10,9 @@ use tps_proto::v1 as pb;
 
 use crate::auth::{self, CodeKey, FailureLimiter};
 use crate::config::{EnrollConfig, IngestConfig};
-use crate::coverage::PushFacts;
-use crate::domain::{Push, TpsCode, newest_per_target, now_ms};
-use crate::live::{AgentLive, Live, Seen, TokenCheck};
+use crate::domain::{Push, TpsCode, now_ms};
 use crate::metrics::Metrics;
-use crate::monitor::Shared;
+use crate::state::live::{Live, TokenCheck};
 use crate::store::writer::{EnrollJob, EnrollOutcome, WriteError, Writer};
 use crate::wire::{self, PushLimits};
 
@@ -31,8 +30,6 @@ pub struct Ingest {
     settings: pb::AgentSettings,
     /// Wrong enrollment codes per station and per peer address.
     limiters: Mutex<(FailureLimiter, FailureLimiter)>,
-    /// Coverage and flags, told about every committed push.
-    monitor: Shared,
 }
 
 impl Ingest {
@@ -43,10 +40,8 @@ impl Ingest {
         code_key: CodeKey,
         ingest: &IngestConfig,
         enroll: &EnrollConfig,
-        monitor: Shared,
     ) -> Self {
         Ingest {
-            monitor,
             writer,
             live,
             metrics,
@@ -192,27 +187,9 @@ impl pb::collector_server::Collector for Ingest {
                 )))
             }
             EnrollOutcome::Enrolled { agent_id } => {
+                // The writer has put the token in the live view and told the state owner.
                 self.limiters().0.succeed(&station_key);
-                self.live.add_agent(
-                    AgentLive {
-                        agent_id,
-                        tps_code,
-                        hostname: job.hostname,
-                        os: job.os,
-                        agent_version: job.agent_version,
-                        enrolled_ms: now,
-                        revoked: false,
-                        acked_seq: 0,
-                        last_seen_ms: None,
-                        clock_skew_ms: None,
-                        status: None,
-                        latest: Vec::new(),
-                    },
-                    token_hash,
-                );
                 self.metrics.enrollment("enrolled");
-                self.metrics.enrolled_agents.inc();
-                self.monitor.add_agent(agent_id, &tps_code);
                 tracing::info!(%tps_code, agent_id, %peer, "agent enrolled");
                 Ok(Response::new(pb::EnrollResponse {
                     agent_id,
@@ -242,21 +219,6 @@ impl pb::collector_server::Collector for Ingest {
         } else {
             0
         };
-        let rounds = PushFacts::primary_rounds(&measurements, &status.primary_target);
-        let newest_start_ms = measurements.iter().map(|m| m.start_ms).max();
-        let boot_time_ms = status.boot_time_ms;
-        let primary_problem = !status.primary_problem.is_empty();
-        let newest: Vec<_> = newest_per_target(&measurements)
-            .into_iter()
-            .cloned()
-            .collect();
-        let mut seen = Seen {
-            agent_id,
-            received_ms: now,
-            clock_skew_ms,
-            acked_seq: 0,
-            status: status.clone(),
-        };
         let push = Push {
             agent_id,
             tps_code,
@@ -275,27 +237,10 @@ impl pb::collector_server::Collector for Ingest {
                 return Err(write_error(e));
             }
         };
-        seen.acked_seq = outcome.acked_seq;
-        for (reason, n) in self.live.apply(&seen, newest) {
-            self.metrics.agent_dropped(&reason, n);
-        }
-        let facts = PushFacts {
-            agent_id,
-            received_ms: now,
-            boot_time_ms,
-            rounds: &rounds,
-            newest_start_ms,
-            primary_problem,
-        };
-        self.monitor.on_push(&self.writer, &facts).await;
-        self.metrics.pushes.inc();
+        // Stored: the writer has updated the live view and told the state owner.
         self.metrics
             .push_seconds
             .observe(received.elapsed().as_secs_f64());
-        self.metrics.measurements_stored.inc_by(outcome.stored);
-        self.metrics
-            .measurements_duplicate
-            .inc_by(outcome.duplicates);
         Ok(Response::new(pb::PushResponse {
             acked_seq: outcome.acked_seq,
             server_time_ms: now_ms(),

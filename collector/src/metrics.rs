@@ -43,6 +43,22 @@ pub struct Metrics {
     /// Measurements agents say they did not deliver, by reason (their `dropped_by_reason`
     /// growing), summed over agents since this collector started.
     agent_dropped: Family<Labels, Counter>,
+    /// Facts committed after the state owner stopped (at shutdown only).
+    pub facts_unheard: Counter,
+    /// Facts waiting for the state owner.
+    pub facts_queued: Gauge,
+    /// Transitions and flag changes decided but not yet stored.
+    pub persist_backlog: Gauge,
+    /// Failed attempts to store them (each is retried until stored).
+    pub persist_retries: Counter,
+    /// Times the collector noticed it had not been looking, by kind.
+    away: Family<Labels, Counter>,
+    /// Protobuf requests that could not be decoded, and other malformed input, by edge.
+    pub decode_errors: Family<Labels, Counter>,
+    /// Connections refused because the cap was reached, and closed for idling, by port.
+    pub connections: Family<Labels, Counter>,
+    /// Requests shed (concurrency limit reached) or timed out, by port.
+    pub shed: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -160,7 +176,63 @@ impl Metrics {
             "Agents enrolled and not revoked",
             enrolled_agents.clone(),
         );
+        let facts_unheard = Counter::default();
+        let facts_queued = Gauge::default();
+        let persist_backlog = Gauge::default();
+        let persist_retries = Counter::default();
+        let away = Family::<Labels, Counter>::default();
+        let decode_errors = Family::<Labels, Counter>::default();
+        let connections = Family::<Labels, Counter>::default();
+        let shed = Family::<Labels, Counter>::default();
+        registry.register(
+            "state_facts_unheard",
+            "Committed facts the state owner did not hear (only after it stopped)",
+            facts_unheard.clone(),
+        );
+        registry.register(
+            "state_facts_queued",
+            "Committed facts waiting for the state owner",
+            facts_queued.clone(),
+        );
+        registry.register(
+            "state_persist_backlog",
+            "Status transitions and flag changes decided but not yet stored",
+            persist_backlog.clone(),
+        );
+        registry.register(
+            "state_persist_retries",
+            "Failed attempts to store transitions and flag changes (retried until stored)",
+            persist_retries.clone(),
+        );
+        registry.register(
+            "collector_away",
+            "Times the collector noticed it had stalled or its clock stepped, by kind",
+            away.clone(),
+        );
+        registry.register(
+            "decode_errors",
+            "Requests that could not be decoded, by port",
+            decode_errors.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Connections refused at the cap or closed for idling or a slow start, by port and why",
+            connections.clone(),
+        );
+        registry.register(
+            "requests_shed",
+            "Requests refused under load or cut at their time limit, by port and why",
+            shed.clone(),
+        );
         Metrics {
+            facts_unheard,
+            facts_queued,
+            persist_backlog,
+            persist_retries,
+            away,
+            decode_errors,
+            connections,
+            shed,
             registry,
             pushes,
             measurements_stored,
@@ -202,6 +274,22 @@ impl Metrics {
         self.agent_dropped
             .get_or_create(&vec![("reason", reason)])
             .inc_by(n);
+    }
+
+    pub fn collector_away(&self, kind: &'static str) {
+        self.away.get_or_create(&vec![("kind", kind)]).inc();
+    }
+
+    pub fn connection_closed(&self, port: &'static str, why: &'static str) {
+        self.connections
+            .get_or_create(&vec![("port", port), ("why", why)])
+            .inc();
+    }
+
+    pub fn request_shed(&self, port: &'static str, why: &'static str) {
+        self.shed
+            .get_or_create(&vec![("port", port), ("why", why)])
+            .inc();
     }
 
     pub fn weekly_report(&self, result: &'static str) {

@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -17,14 +17,16 @@ use crate::auth::CodeKey;
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::ingest::Ingest;
-use crate::live::Live;
 use crate::metrics::Metrics;
-use crate::store::{self, StoreError, writer::Writer};
+use crate::state::facts::{Fact, Facts};
+use crate::state::live::Live;
+use crate::state::owner;
+use crate::store::readers::{READERS, Readers};
+use crate::store::writer::{Mirror, Writer};
+use crate::store::{self, StoreError};
 
-/// How often revocations made from the command line are picked up.
-const REVOCATION_POLL: Duration = Duration::from_secs(2);
-/// Every this many revocation polls, look for stations imported while running.
-const REGISTRY_POLL_ROUNDS: u64 = 15;
+/// How often revocations and registry imports made from the command line are picked up.
+const STORE_POLL: Duration = Duration::from_secs(1);
 /// How long in-flight HTTP requests may take to finish at shutdown.
 const HTTP_DRAIN: Duration = Duration::from_secs(10);
 
@@ -74,29 +76,47 @@ pub async fn run(
     let data_dir = config.data_dir.clone();
     let sync = config.synchronous;
     let cov = config.coverage;
-    let (write_conn, reader, live, code_key, monitor) = tokio::task::spawn_blocking(move || {
-        let write_conn = store::open(&data_dir, sync)?;
-        let reader = store::open(&data_dir, sync)?;
-        let live = Live::load(store::load_agents(&reader)?, store::load_latest(&reader)?);
-        let monitor = crate::monitor::load(&reader, &live, cov.rules, cov.flags)?;
-        let code_key = CodeKey::load_or_create(&data_dir).map_err(|source| StoreError::Dir {
-            path: data_dir.clone(),
-            source,
-        })?;
-        Ok::<_, StoreError>((write_conn, reader, live, code_key, monitor))
-    })
-    .await
-    .map_err(|e| std::io::Error::other(e.to_string()))??;
-    let live = Arc::new(live);
     let metrics = Arc::new(Metrics::new());
+    let (facts, facts_rx) = Facts::channel(metrics.clone());
+    let (persist_tx, persist_rx) = tokio::sync::mpsc::unbounded_channel();
+    let m = metrics.clone();
+    let (write_conn, readers, live, code_key, owner, snapshot, registry_mark) =
+        tokio::task::spawn_blocking(move || {
+            let write_conn = store::open(&data_dir, sync)?;
+            store::integrity::check_at_start(&write_conn, &data_dir)?;
+            let readers = Readers::open(&data_dir, READERS)?;
+            let (live, owner, snapshot, mark) = {
+                let reader = store::open(&data_dir, sync)?;
+                let live = Live::load(store::load_agents(&reader)?, store::load_latest(&reader)?);
+                let (owner, snapshot) =
+                    owner::load(&reader, &live, cov.rules, cov.flags, persist_tx, m)?;
+                let mark = RegistryMark {
+                    generation: store::registry_generation(&reader)?,
+                    updated_ms: store::stations_updated_max(&reader)?,
+                };
+                (live, owner, snapshot, mark)
+            };
+            let code_key =
+                CodeKey::load_or_create(&data_dir).map_err(|source| StoreError::Dir {
+                    path: data_dir.clone(),
+                    source,
+                })?;
+            Ok::<_, StoreError>((write_conn, readers, live, code_key, owner, snapshot, mark))
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+    let live = Arc::new(live);
     metrics.enrolled_agents.set(live.active_agents() as i64);
     let (writer, writer_thread) = Writer::spawn(
         write_conn,
         config.ingest.queue_capacity,
         config.ingest.queue_timeout,
         metrics.clone(),
+        Mirror {
+            live: live.clone(),
+            facts: facts.clone(),
+        },
     )?;
-    let reader = Arc::new(Mutex::new(reader));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -107,17 +127,20 @@ pub async fn run(
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let revocations = tokio::spawn(poll_revocations(
-        reader.clone(),
-        live.clone(),
-        monitor.clone(),
+    let (owner_stop_tx, owner_stop_rx) = watch::channel(false);
+    let owner_task = tokio::spawn(owner.run(facts_rx, cov.tick, stopped(owner_stop_rx.clone())));
+    let persister = tokio::spawn(crate::state::persist::run(
+        persist_rx,
         writer.clone(),
-        stopped(stop_rx.clone()),
+        metrics.clone(),
+        owner_stop_rx,
     ));
-    let timer = tokio::spawn(crate::monitor::run_timer(
-        monitor.clone(),
-        writer.clone(),
-        cov.tick,
+    let pollers = tokio::spawn(poll_store(
+        readers.clone(),
+        live.clone(),
+        facts.clone(),
+        registry_mark,
+        stopped(stop_rx.clone()),
     ));
     let rollup = tokio::spawn(crate::rollup::run(
         writer.clone(),
@@ -160,7 +183,6 @@ pub async fn run(
         code_key,
         &config.ingest,
         &config.enroll,
-        monitor.clone(),
     );
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(60)))
@@ -192,9 +214,11 @@ pub async fn run(
         live,
         metrics,
         writer,
-        reader,
+        readers,
         influx: influx.as_ref().map(|(status, _)| status.clone()),
-        monitor: monitor.clone(),
+        snapshot,
+        facts,
+        operators: Default::default(),
         data_dir: config.data_dir.clone().into(),
         report: Arc::new(config.report.clone()),
     })
@@ -236,8 +260,13 @@ pub async fn run(
 
     tracing::info!(%grpc_addr, %http_addr, scheme, "collector serving");
     let (grpc_result, http_result) = tokio::join!(grpc, http);
-    revocations.abort();
-    timer.abort();
+    pollers.abort();
+    let _ = pollers.await;
+    // The owner publishes its last picture and stops; the persister then stores what
+    // it still holds, and lets go of its writer handle.
+    let _ = owner_stop_tx.send(true);
+    let _ = owner_task.await;
+    let _ = persister.await;
     // Both hold a writer handle: wait until they are gone. A report being written in
     // the background finishes on its blocking thread (its files appear whole or not).
     rollup.abort();
@@ -262,74 +291,72 @@ pub async fn run(
     Ok(())
 }
 
-/// Adds stations that `import-stations` wrote while the collector runs.
-async fn pick_up_new_stations(
-    reader: &Arc<Mutex<rusqlite::Connection>>,
-    monitor: &crate::monitor::Shared,
-) {
-    let known = monitor.lock().coverage.station_count() as u64;
-    let r = reader.clone();
-    let new = tokio::task::spawn_blocking(move || {
-        let conn = r.lock().unwrap_or_else(|p| p.into_inner());
-        if store::count(&conn, "stations")? <= known {
-            return Ok(Vec::new());
-        }
-        store::load_stations(&conn)
-    })
-    .await;
-    match new {
-        Ok(Ok(stations)) if !stations.is_empty() => {
-            let n = monitor.add_stations(&stations, crate::domain::now_ms());
-            tracing::info!(
-                stations = n,
-                "new stations from the registry are now monitored"
-            );
-        }
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the station registry"),
-        Err(e) => tracing::warn!(error = %e, "registry poll failed"),
-    }
+/// Where the registry stood when last read.
+#[derive(Debug, Clone, Copy)]
+struct RegistryMark {
+    generation: i64,
+    updated_ms: i64,
 }
 
-/// Picks up agents revoked from the command line (another process writing the store),
-/// and stations imported while running.
-async fn poll_revocations(
-    reader: Arc<Mutex<rusqlite::Connection>>,
+/// Picks up what other processes committed to the store: agents revoked and stations
+/// imported from the command line.
+async fn poll_store(
+    readers: Readers,
     live: Arc<Live>,
-    monitor: crate::monitor::Shared,
-    writer: Writer,
+    facts: Facts,
+    mut mark: RegistryMark,
     stop: impl Future<Output = ()>,
 ) {
     let mut since = 0i64;
-    let mut rounds = 0u64;
     let poll = async {
         loop {
-            let r = reader.clone();
             let from = since;
             let now = crate::domain::now_ms();
-            let found = tokio::task::spawn_blocking(move || {
-                let conn = r.lock().unwrap_or_else(|p| p.into_inner());
-                store::revoked_since(&conn, from)
-            })
-            .await;
-            match found {
-                Ok(Ok(ids)) => {
+            match readers.read(move |c| store::revoked_since(c, from)).await {
+                Ok(ids) => {
                     let n = live.revoke(&ids);
                     if n > 0 {
-                        monitor.revoke(&writer, &ids).await;
+                        facts.publish(Fact::Revoked(ids)).await;
                         tracing::info!(agents = n, "revoked agents picked up from the store");
                     }
                     // Overlap a little: a revocation committed while we queried is seen next time.
-                    since = now - REVOCATION_POLL.as_millis() as i64;
+                    since = now - STORE_POLL.as_millis() as i64;
                 }
-                Ok(Err(e)) => tracing::warn!(error = %e, "cannot read revocations"),
-                Err(e) => tracing::warn!(error = %e, "revocation poll failed"),
+                Err(e) => tracing::warn!(error = %e, "cannot read revocations"),
             }
-            rounds += 1;
-            if rounds.is_multiple_of(REGISTRY_POLL_ROUNDS) {
-                pick_up_new_stations(&reader, &monitor).await;
+            let seen = mark;
+            match readers
+                .read(move |c| {
+                    let generation = store::registry_generation(c)?;
+                    if generation == seen.generation {
+                        return Ok(None);
+                    }
+                    let changed = store::stations_updated_since(c, seen.updated_ms)?;
+                    let updated_ms = store::stations_updated_max(c)?;
+                    Ok(Some((
+                        RegistryMark {
+                            generation,
+                            updated_ms,
+                        },
+                        changed,
+                    )))
+                })
+                .await
+            {
+                Ok(Some((next, changed))) => {
+                    mark = next;
+                    if !changed.is_empty() {
+                        tracing::info!(
+                            stations = changed.len(),
+                            "registry changes picked up from the store"
+                        );
+                        facts.publish(Fact::Stations(changed)).await;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot read the station registry"),
             }
-            tokio::time::sleep(REVOCATION_POLL).await;
+            tokio::time::sleep(STORE_POLL).await;
         }
     };
     tokio::select! {

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::hist::{self, Hist};
 use super::week::{Week, rfc3339};
 use super::{ReportError, SCHEMA};
-use crate::coverage::State;
+use crate::state::coverage::State;
 
 /// What to report on.
 #[derive(Debug, Clone)]

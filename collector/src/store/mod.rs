@@ -8,6 +8,9 @@
 //! acknowledged. `synchronous = NORMAL` can be configured: it survives a process crash
 //! but a power cut may lose the last commits (acknowledged ones included).
 
+pub mod flags;
+pub mod integrity;
+pub mod readers;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -48,6 +51,13 @@ pub enum StoreError {
     CommitFailed(String),
     #[error("the store writer has stopped")]
     WriterGone,
+    #[error(
+        "the database {path} is damaged ({detail}). The collector will not serve it. Stop \
+         anything using it, keep a copy of the data directory, then restore the last backup, \
+         or recover what is readable: `sqlite3 collector.sqlite .recover | sqlite3 recovered.sqlite` \
+         and put recovered.sqlite in its place"
+    )]
+    Damaged { path: PathBuf, detail: String },
 }
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -226,6 +236,18 @@ CREATE INDEX flags_station_opened ON flags(tps_code, opened_ms);
 ALTER TABLE measurements ADD COLUMN errors INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE latest ADD COLUMN errors INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- Small counters: `registry_generation` grows with every import that changed a station,
+-- so a running collector notices imports made from the command line.
+CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+-- Enrollment lockouts (too many wrong codes), kept across restarts.
+CREATE TABLE enroll_lockouts (
+    key       TEXT PRIMARY KEY,
+    locked_ms INTEGER NOT NULL,
+    until_ms  INTEGER NOT NULL,
+    failures  INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The database file inside a data directory.
@@ -241,7 +263,15 @@ pub fn open(data_dir: &Path, sync: Synchronous) -> Result<Connection, StoreError
     })?;
     let mut conn = Connection::open(db_path(data_dir))?;
     conn.busy_timeout(Duration::from_secs(30))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
+    let damage = |e: rusqlite::Error| {
+        if integrity::is_damage(&e) {
+            integrity::damaged(data_dir, e.to_string())
+        } else {
+            e.into()
+        }
+    };
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(damage)?;
     conn.pragma_update(
         None,
         "synchronous",
@@ -251,7 +281,10 @@ pub fn open(data_dir: &Path, sync: Synchronous) -> Result<Connection, StoreError
         },
     )?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    migrate(&mut conn)?;
+    migrate(&mut conn).map_err(|e| match e {
+        StoreError::Sql(e) => damage(e),
+        other => other,
+    })?;
     Ok(conn)
 }
 
@@ -348,6 +381,13 @@ pub fn import_stations(
     }
     let total: u64 = tx.query_row("SELECT count(*) FROM stations", [], |r| r.get(0))?;
     s.not_in_file = total - (s.inserted + s.updated + s.unchanged);
+    if s.inserted + s.updated > 0 {
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('registry_generation', 1)
+             ON CONFLICT (key) DO UPDATE SET value = value + 1",
+            [],
+        )?;
+    }
     tx.commit()?;
     progress(stations.len() as u64);
     Ok(s)
@@ -401,6 +441,53 @@ pub fn revoke_agent(
     )
     .optional()?
     .ok_or_else(|| StoreError::NotFound(format!("no agent with id {agent_id}")))
+}
+
+/// Grows with every import that changed the registry.
+pub fn registry_generation(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM meta WHERE key = 'registry_generation'")?
+        .query_row([], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// The newest change of any station (Unix ms; 0 for an empty registry).
+pub fn stations_updated_max(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.query_row(
+        "SELECT coalesce(max(updated_ms), 0) FROM stations",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// Enrollment lockouts still in force at `now_ms`: (key, until_ms, failures).
+pub fn enroll_lockouts(
+    conn: &Connection,
+    now_ms: i64,
+) -> Result<Vec<(String, i64, u32)>, StoreError> {
+    let mut st =
+        conn.prepare("SELECT key, until_ms, failures FROM enroll_lockouts WHERE until_ms > ?1")?;
+    let rows = st.query_map([now_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Records a lockout (and forgets ended ones).
+pub fn store_enroll_lockout(
+    conn: &Connection,
+    key: &str,
+    now_ms: i64,
+    until_ms: i64,
+    failures: u32,
+) -> Result<(), StoreError> {
+    conn.execute("DELETE FROM enroll_lockouts WHERE until_ms <= ?1", [now_ms])?;
+    conn.execute(
+        "INSERT INTO enroll_lockouts (key, locked_ms, until_ms, failures) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (key) DO UPDATE SET locked_ms = excluded.locked_ms,
+             until_ms = excluded.until_ms, failures = excluded.failures",
+        params![key, now_ms, until_ms, failures],
+    )?;
+    Ok(())
 }
 
 /// Agents revoked at or after `since_ms` (for the running collector to pick up
@@ -647,11 +734,19 @@ pub fn set_sink_cursor(conn: &Connection, name: &str, last_id: i64) -> Result<()
 
 /// Every registered station, in code order.
 pub fn load_stations(conn: &Connection) -> Result<Vec<Station>, StoreError> {
+    stations_updated_since(conn, i64::MIN)
+}
+
+/// Stations added or changed at or after `since_ms`, in code order.
+pub fn stations_updated_since(
+    conn: &Connection,
+    since_ms: i64,
+) -> Result<Vec<Station>, StoreError> {
     let mut st = conn.prepare(
         "SELECT tps_code, village_code, village, district, regency, province, lat, lon, voters
-         FROM stations ORDER BY tps_code",
+         FROM stations WHERE updated_ms >= ?1 ORDER BY tps_code",
     )?;
-    let rows = st.query_map([], |r| {
+    let rows = st.query_map([since_ms], |r| {
         let code: String = r.get(0)?;
         Ok(Station {
             tps_code: code.parse().map_err(|e| {
@@ -701,13 +796,13 @@ pub fn status_changes_of(
 /// Every station override.
 pub fn load_overrides(
     conn: &Connection,
-) -> Result<Vec<(String, crate::coverage::Override)>, StoreError> {
+) -> Result<Vec<(String, crate::state::coverage::Override)>, StoreError> {
     let mut st =
         conn.prepare("SELECT tps_code, link_type, exempt_reason FROM station_overrides")?;
     let rows = st.query_map([], |r| {
         Ok((
             r.get(0)?,
-            crate::coverage::Override {
+            crate::state::coverage::Override {
                 link_type: r.get(1)?,
                 exempt_reason: r.get(2)?,
             },
@@ -720,7 +815,7 @@ pub fn load_overrides(
 pub fn set_override(
     conn: &Connection,
     tps: &str,
-    o: &crate::coverage::Override,
+    o: &crate::state::coverage::Override,
     by: &str,
     now_ms: i64,
 ) -> Result<(), StoreError> {

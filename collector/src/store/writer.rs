@@ -1,9 +1,12 @@
 //! The one writer: a dedicated thread that owns the write connection, takes pushes and
 //! enrollments from a bounded queue, and commits as many as are waiting in one
-//! transaction (group commit). Each caller is answered only after that commit.
+//! transaction (group commit). After each commit it brings the live view up to date and
+//! publishes what was stored as facts for the state owner, then answers each caller: a
+//! caller that goes away after its commit cannot keep anyone from hearing of it.
 
 use std::any::Any;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -11,8 +14,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
 use crate::auth::Digest32;
-use crate::domain::{AgentId, Push, TpsCode, newest_per_target};
+use crate::domain::{AgentId, Push, Station, TpsCode, newest_per_target};
 use crate::metrics::Metrics;
+use crate::state::coverage::PushFacts;
+use crate::state::facts::{Fact, Facts, Pushed};
+use crate::state::live::{AgentLive, Live, Seen};
 
 /// Most jobs committed in one transaction.
 const MAX_JOBS_PER_COMMIT: usize = 1024;
@@ -52,8 +58,8 @@ pub enum EnrollOutcome {
     WrongCode,
 }
 
-type ExecFn =
-    Box<dyn FnOnce(&rusqlite::Transaction<'_>) -> Result<Box<dyn Any + Send>, StoreError> + Send>;
+type ExecValue = (Box<dyn Any + Send>, Vec<Fact>);
+type ExecFn = Box<dyn FnOnce(&rusqlite::Transaction<'_>) -> Result<ExecValue, StoreError> + Send>;
 
 enum Job {
     Push {
@@ -71,6 +77,54 @@ enum Job {
     },
 }
 
+/// How the writer is doing, for `/healthz`.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// When the commit under way began (Unix ms); 0 when idle.
+    busy_since_ms: AtomicI64,
+    /// Commits failed in a row, and the last failure.
+    failing: AtomicU64,
+    last_error: Mutex<String>,
+    last_ok_ms: AtomicI64,
+}
+
+/// A reading of [`Health`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HealthView {
+    /// The writer thread has ended (it panicked, or shutdown).
+    pub stopped: bool,
+    /// Milliseconds the commit under way has taken so far.
+    pub busy_ms: Option<i64>,
+    pub failing_commits: u64,
+    pub last_error: Option<String>,
+    pub last_ok_ms: Option<i64>,
+}
+
+impl Health {
+    fn begin(&self) {
+        self.busy_since_ms
+            .store(crate::domain::now_ms(), Ordering::Relaxed);
+    }
+    fn ok(&self) {
+        self.busy_since_ms.store(0, Ordering::Relaxed);
+        self.failing.store(0, Ordering::Relaxed);
+        self.last_ok_ms
+            .store(crate::domain::now_ms(), Ordering::Relaxed);
+    }
+    fn failed(&self, e: &str) {
+        self.busy_since_ms.store(0, Ordering::Relaxed);
+        self.failing.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e.to_string();
+    }
+}
+
+/// Where the writer tells what it committed.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    pub live: Arc<Live>,
+    pub facts: Facts,
+}
+
 /// Why a write was not done.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -85,6 +139,7 @@ pub enum WriteError {
 #[derive(Clone, Debug)]
 pub struct Writer {
     tx: mpsc::Sender<Job>,
+    health: Arc<Health>,
     /// How long a caller waits for room in the queue before it is told to retry.
     enqueue_timeout: Duration,
     metrics: Arc<Metrics>,
@@ -107,15 +162,19 @@ impl Writer {
         capacity: usize,
         enqueue_timeout: Duration,
         metrics: Arc<Metrics>,
+        mirror: Mirror,
     ) -> std::io::Result<(Writer, std::thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel(capacity);
         let m = metrics.clone();
+        let health = Arc::new(Health::default());
+        let h = health.clone();
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(conn, rx, &m))?;
+            .spawn(move || writer_loop(conn, rx, &m, &mirror, &h))?;
         Ok((
             Writer {
                 tx,
+                health,
                 enqueue_timeout,
                 metrics,
             },
@@ -153,13 +212,45 @@ impl Writer {
         &self,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, WriteError> {
+        self.exec_publishing(move |tx| f(tx).map(|v| (v, Vec::new())))
+            .await
+    }
+
+    /// Like [`Writer::exec`], and the facts `f` returns are published once committed
+    /// (even if the caller has gone by then).
+    pub async fn exec_publishing<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<(T, Vec<Fact>), StoreError>
+        + Send
+        + 'static,
+    ) -> Result<T, WriteError> {
         let (reply, rx) = oneshot::channel();
-        let f: ExecFn = Box::new(move |tx| f(tx).map(|v| Box::new(v) as Box<dyn Any + Send>));
+        let f: ExecFn =
+            Box::new(move |tx| f(tx).map(|(v, facts)| (Box::new(v) as Box<dyn Any + Send>, facts)));
         self.send(Job::Exec { f, reply }).await?;
         let v = rx.await.map_err(|_| StoreError::WriterGone)??;
         Ok(*v
             .downcast::<T>()
             .map_err(|_| StoreError::CommitFailed("writer returned another type".into()))?)
+    }
+
+    pub fn health(&self) -> HealthView {
+        let h = &self.health;
+        let busy = h.busy_since_ms.load(Ordering::Relaxed);
+        let failing = h.failing.load(Ordering::Relaxed);
+        let ok = h.last_ok_ms.load(Ordering::Relaxed);
+        HealthView {
+            stopped: self.tx.is_closed(),
+            busy_ms: (busy > 0).then(|| crate::domain::now_ms() - busy),
+            failing_commits: failing,
+            last_error: (failing > 0).then(|| {
+                h.last_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+            }),
+            last_ok_ms: (ok > 0).then_some(ok),
+        }
     }
 
     /// Jobs waiting in the queue.
@@ -168,7 +259,13 @@ impl Writer {
     }
 }
 
-fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, metrics: &Metrics) {
+fn writer_loop(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    metrics: &Metrics,
+    mirror: &Mirror,
+    health: &Health,
+) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
     while let Some(first) = rx.blocking_recv() {
         let mut n_meas = job_size(&first);
@@ -183,6 +280,7 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, metrics: &Metr
             }
         }
         let started = Instant::now();
+        health.begin();
         let result = commit(&mut conn, &mut batch);
         metrics
             .commit_seconds
@@ -190,15 +288,31 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, metrics: &Metr
         metrics.commit_jobs.observe(batch.len() as f64);
         match result {
             Ok(outcomes) => {
+                health.ok();
                 for (job, outcome) in batch.drain(..).zip(outcomes) {
                     match (job, outcome) {
-                        (Job::Push { reply, .. }, Outcome::Push(o)) => {
+                        (Job::Push { push, reply }, Outcome::Push(o)) => {
+                            mirror_push(mirror, metrics, push, &o);
                             let _ = reply.send(Ok(o));
                         }
-                        (Job::Enroll { reply, .. }, Outcome::Enroll(o)) => {
+                        (Job::Enroll { job, reply }, Outcome::Enroll((o, station))) => {
+                            if let (EnrollOutcome::Enrolled { agent_id }, Some(station)) =
+                                (o, station)
+                            {
+                                mirror_enroll(mirror, metrics, job, agent_id, station);
+                            }
                             let _ = reply.send(Ok(o));
                         }
                         (Job::Exec { reply, .. }, Outcome::Exec(v)) => {
+                            let v = v.map(|(v, facts)| {
+                                for f in facts {
+                                    if let Fact::Revoked(ids) = &f {
+                                        mirror.live.revoke(ids);
+                                    }
+                                    mirror.facts.publish_blocking(f);
+                                }
+                                v
+                            });
                             let _ = reply.send(v);
                         }
                         _ => unreachable!("outcomes follow jobs in order"),
@@ -208,6 +322,7 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, metrics: &Metr
             Err(e) => {
                 tracing::error!(error = %e, jobs = batch.len(), "store commit failed; callers will retry");
                 metrics.commit_failures.inc();
+                health.failed(&e.to_string());
                 for job in batch.drain(..) {
                     let err = || StoreError::CommitFailed(e.to_string());
                     match job {
@@ -237,8 +352,68 @@ fn job_size(job: &Job) -> usize {
 
 enum Outcome {
     Push(PushOutcome),
-    Enroll(EnrollOutcome),
-    Exec(Result<Box<dyn Any + Send>, StoreError>),
+    Enroll((EnrollOutcome, Option<Station>)),
+    Exec(Result<ExecValue, StoreError>),
+}
+
+/// A committed push reaches the live view and the state owner.
+fn mirror_push(mirror: &Mirror, metrics: &Metrics, push: Push, o: &PushOutcome) {
+    let seen = Seen {
+        agent_id: push.agent_id,
+        received_ms: push.received_ms,
+        clock_skew_ms: push.clock_skew_ms,
+        acked_seq: o.acked_seq,
+        status: push.status.clone(),
+    };
+    let newest = newest_per_target(&push.measurements)
+        .into_iter()
+        .cloned()
+        .collect();
+    for (reason, n) in mirror.live.apply(&seen, newest) {
+        metrics.agent_dropped(&reason, n);
+    }
+    metrics.pushes.inc();
+    metrics.measurements_stored.inc_by(o.stored);
+    metrics.measurements_duplicate.inc_by(o.duplicates);
+    mirror.facts.publish_blocking(Fact::Pushed(Pushed {
+        agent_id: push.agent_id,
+        received_ms: push.received_ms,
+        boot_time_ms: push.status.boot_time_ms,
+        rounds: PushFacts::primary_rounds(&push.measurements, &push.status.primary_target),
+        newest_start_ms: push.measurements.iter().map(|m| m.start_ms).max(),
+        primary_problem: !push.status.primary_problem.is_empty(),
+    }));
+}
+
+/// A committed enrollment: the token works at once, and the station is credited.
+fn mirror_enroll(
+    mirror: &Mirror,
+    metrics: &Metrics,
+    job: EnrollJob,
+    agent_id: AgentId,
+    station: Station,
+) {
+    mirror.live.add_agent(
+        AgentLive {
+            agent_id,
+            tps_code: job.tps_code,
+            hostname: job.hostname,
+            os: job.os,
+            agent_version: job.agent_version,
+            enrolled_ms: job.now_ms,
+            revoked: false,
+            acked_seq: 0,
+            last_seen_ms: None,
+            clock_skew_ms: None,
+            status: None,
+            latest: Vec::new(),
+        },
+        job.token_hash,
+    );
+    metrics.enrolled_agents.inc();
+    mirror
+        .facts
+        .publish_blocking(Fact::Enrolled { agent_id, station });
 }
 
 fn commit(conn: &mut Connection, batch: &mut [Job]) -> Result<Vec<Outcome>, StoreError> {
@@ -250,7 +425,10 @@ fn commit(conn: &mut Connection, batch: &mut [Job]) -> Result<Vec<Outcome>, Stor
             Job::Enroll { job, .. } => Outcome::Enroll(store_enroll(&tx, job)?),
             Job::Exec { f, .. } => {
                 // Each closure runs once: swap in a no-op so the job can still be answered.
-                let f = std::mem::replace(f, Box::new(|_| Ok(Box::new(()) as Box<dyn Any + Send>)));
+                let f = std::mem::replace(
+                    f,
+                    Box::new(|_| Ok((Box::new(()) as Box<dyn Any + Send>, Vec::new()))),
+                );
                 // A savepoint keeps one failing job from undoing everyone else's writes.
                 tx.execute_batch("SAVEPOINT exec_job")?;
                 match f(&tx) {
@@ -362,25 +540,23 @@ fn store_push(tx: &rusqlite::Transaction<'_>, push: &Push) -> Result<PushOutcome
     })
 }
 
+/// Checks and records an enrollment; with the station's row when it succeeds (the
+/// owner may not know the station yet: imported a moment ago).
 fn store_enroll(
     tx: &rusqlite::Transaction<'_>,
     job: &EnrollJob,
-) -> Result<EnrollOutcome, StoreError> {
+) -> Result<(EnrollOutcome, Option<Station>), StoreError> {
     let code = job.tps_code.as_str();
-    let exists: Option<i64> = tx
-        .prepare_cached("SELECT 1 FROM stations WHERE tps_code = ?1")?
-        .query_row([code], |r| r.get(0))
-        .optional()?;
-    if exists.is_none() {
-        return Ok(EnrollOutcome::UnknownStation);
-    }
+    let Some(station) = super::station(tx, &job.tps_code)? else {
+        return Ok((EnrollOutcome::UnknownStation, None));
+    };
     let hash: Option<Vec<u8>> = tx
         .prepare_cached("SELECT code_hash FROM enrollment_codes WHERE tps_code = ?1")?
         .query_row([code], |r| r.get(0))
         .optional()?;
     // Constant-time comparison is not needed: the stored value is a keyed hash.
     if hash.as_deref() != Some(&job.code_hash[..]) {
-        return Ok(EnrollOutcome::WrongCode);
+        return Ok((EnrollOutcome::WrongCode, None));
     }
     tx.execute("DELETE FROM enrollment_codes WHERE tps_code = ?1", [code])?;
     let id: i64 = tx.query_row(
@@ -396,9 +572,12 @@ fn store_enroll(
         ],
         |r| r.get(0),
     )?;
-    Ok(EnrollOutcome::Enrolled {
-        agent_id: id as AgentId,
-    })
+    Ok((
+        EnrollOutcome::Enrolled {
+            agent_id: id as AgentId,
+        },
+        Some(station),
+    ))
 }
 
 #[cfg(test)]
@@ -420,7 +599,7 @@ mod tests {
                     "INSERT INTO sink_cursors (name, last_id) VALUES (?1, ?2)",
                     params![format!("c{v}"), v],
                 )?;
-                Ok(Box::new(v) as Box<dyn Any + Send>)
+                Ok((Box::new(v) as Box<dyn Any + Send>, Vec::new()))
             })
         };
         let failing: ExecFn = Box::new(|tx| {

@@ -303,6 +303,8 @@ pub struct Coverage {
     agents: HashMap<AgentId, AgentCov>,
     /// Counts per region code (`21`, `21.71`, `21.71.01`) and for everything (`""`).
     counts: HashMap<String, Counts>,
+    /// Stations whose row changed, for the next snapshot.
+    changed: Vec<u32>,
 }
 
 /// A boot time this close to the last one is the same boot (uptime has 1 s resolution).
@@ -317,6 +319,7 @@ impl Coverage {
             index: HashMap::with_capacity(stations.len()),
             agents: HashMap::new(),
             counts: HashMap::new(),
+            changed: Vec::new(),
         };
         for st in stations {
             c.add_station(st, registered_ms);
@@ -357,6 +360,7 @@ impl Coverage {
         };
         self.count(&sc, State::NoAgent, 1);
         self.stations.push(sc);
+        self.changed.push(i);
     }
 
     fn count(&mut self, sc: &StationCov, s: State, n: i64) {
@@ -380,6 +384,7 @@ impl Coverage {
         let sc = self.stations[i as usize].clone();
         self.count(&sc, old, -1);
         self.count(&sc, state, 1);
+        self.changed.push(i);
         let s = &mut self.stations[i as usize];
         s.state = state;
         s.since_ms = since_ms;
@@ -442,6 +447,7 @@ impl Coverage {
         match self.index.get(tps) {
             Some(&i) => {
                 self.stations[i as usize].overrides = o;
+                self.changed.push(i);
                 true
             }
             None => false,
@@ -565,9 +571,12 @@ impl Coverage {
         let from = sc.state;
         if best == from {
             let s = &mut self.stations[i as usize];
-            s.reason = reason;
-            if cause.is_some() {
-                s.cause = cause;
+            if s.reason != reason || (cause.is_some() && s.cause != cause) {
+                s.reason = reason;
+                if cause.is_some() {
+                    s.cause = cause;
+                }
+                self.changed.push(i);
             }
             return None;
         }
@@ -580,6 +589,7 @@ impl Coverage {
         } else {
             None
         };
+        self.changed.push(i);
         let s = &mut self.stations[i as usize];
         s.state = best;
         s.reason = reason;
@@ -614,21 +624,89 @@ impl Coverage {
 
     /// Counts of every region at one level, optionally under a parent.
     pub fn region_counts(&self, level: RegionLevel, parent: Option<&str>) -> Vec<(String, Counts)> {
-        let dots = match level {
-            RegionLevel::Province => 0,
-            RegionLevel::Regency => 1,
-            RegionLevel::District => 2,
-        };
-        let mut v: Vec<(String, Counts)> = self
-            .counts
-            .iter()
-            .filter(|(k, _)| !k.is_empty() && k.matches('.').count() == dots)
-            .filter(|(k, _)| parent.is_none_or(|p| k.starts_with(&format!("{p}."))))
-            .map(|(k, c)| (k.clone(), *c))
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
+        regions_at(&self.counts, level, parent)
     }
+
+    /// The wall clock stepped by `by_ms`: times kept on the old clock move with it, so
+    /// no agent looks silent (or fresh) because of the jump, and grace periods keep
+    /// their length.
+    pub fn rebase(&mut self, by_ms: i64) {
+        for a in self.agents.values_mut() {
+            for v in [&mut a.last_seen_ms, &mut a.last_primary_ms]
+                .into_iter()
+                .flatten()
+            {
+                *v += by_ms;
+            }
+        }
+        for (i, s) in self.stations.iter_mut().enumerate() {
+            s.since_ms += by_ms;
+            self.changed.push(i as u32);
+        }
+    }
+
+    /// Counts per region code (`""` for everything).
+    pub fn all_counts(&self) -> &HashMap<String, Counts> {
+        &self.counts
+    }
+
+    /// Positions of stations whose row changed since the last call.
+    pub fn take_changed(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// Registry rows re-imported while running: coordinates follow the registry.
+    pub fn update_stations(&mut self, stations: &[Station]) {
+        for st in stations {
+            if let Some(&i) = self.index.get(&st.tps_code) {
+                let s = &mut self.stations[i as usize];
+                if (s.lat, s.lon) != (st.lat, st.lon) {
+                    s.lat = st.lat;
+                    s.lon = st.lon;
+                    self.changed.push(i);
+                }
+            }
+        }
+    }
+
+    /// The collector itself was away (stopped, stalled, its clock stepped) for `gap_ms`
+    /// from `from_ms`: silence in that time is not the stations'. Agents heard before it
+    /// get the gap added to their last contact (never past `now_ms`), so they keep the
+    /// freshness they had when the collector stopped looking.
+    pub fn discount(&mut self, from_ms: i64, gap_ms: i64, now_ms: i64) {
+        for a in self.agents.values_mut() {
+            let shift = |t: &mut Option<i64>| {
+                if let Some(v) = t
+                    && *v <= from_ms
+                {
+                    *v = (*v + gap_ms).min(now_ms);
+                }
+            };
+            shift(&mut a.last_seen_ms);
+            shift(&mut a.last_primary_ms);
+        }
+    }
+}
+
+/// Counts of every region at one level, optionally under a parent, by code.
+pub fn regions_at(
+    counts: &HashMap<String, Counts>,
+    level: RegionLevel,
+    parent: Option<&str>,
+) -> Vec<(String, Counts)> {
+    let dots = match level {
+        RegionLevel::Province => 0,
+        RegionLevel::Regency => 1,
+        RegionLevel::District => 2,
+    };
+    let mut v: Vec<(String, Counts)> = counts
+        .iter()
+        .filter(|(k, _)| !k.is_empty() && k.matches('.').count() == dots)
+        .filter(|(k, _)| parent.is_none_or(|p| k.starts_with(&format!("{p}."))))
+        .map(|(k, c)| (k.clone(), *c))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
 }
 
 #[cfg(test)]

@@ -1,0 +1,246 @@
+//! The immutable picture of coverage that readers (the API, the dashboard) use without
+//! locks: the registry as the owner knows it (shared until the registry changes), each
+//! station's state in chunks (only changed chunks are copied when a new picture is
+//! published), and the counts per region.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::domain::{RegionLevel, Station, TpsCode};
+use crate::state::coverage::{Cause, Counts, Coverage, Reason, Rules, State};
+use crate::state::flags::FlagRules;
+
+/// Stations per chunk of states.
+pub const CHUNK: usize = 4096;
+
+/// What does not change between registry imports.
+#[derive(Debug, Clone)]
+pub struct StationInfo {
+    pub tps_code: TpsCode,
+    pub village: Box<str>,
+    /// Lowercased village name, for search.
+    village_lc: Box<str>,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+}
+
+/// The registry in the owner's order (the order coverage keeps), with a code index and
+/// the code order for listing.
+#[derive(Debug, Default, Clone)]
+pub struct Registry {
+    pub stations: Vec<StationInfo>,
+    pub index: HashMap<TpsCode, u32>,
+    /// Positions in `stations`, sorted by TPS code.
+    pub order: Vec<u32>,
+    /// Region code → name (`21.71` → `Kota Batam`).
+    pub region_names: HashMap<String, String>,
+}
+
+impl Registry {
+    /// Adds or updates stations (the order of known ones is kept); returns how many were new.
+    pub fn upsert(&mut self, stations: &[Station]) -> usize {
+        let before = self.stations.len();
+        for st in stations {
+            for (level, name) in [
+                (RegionLevel::Province, &st.province),
+                (RegionLevel::Regency, &st.regency),
+                (RegionLevel::District, &st.district),
+            ] {
+                self.region_names
+                    .insert(st.tps_code.region(level), name.clone());
+            }
+            let info = StationInfo {
+                tps_code: st.tps_code,
+                village: st.village.clone().into(),
+                village_lc: st.village.to_lowercase().into(),
+                lat: st.lat,
+                lon: st.lon,
+            };
+            match self.index.get(&st.tps_code) {
+                Some(&i) => self.stations[i as usize] = info,
+                None => {
+                    self.index.insert(st.tps_code, self.stations.len() as u32);
+                    self.stations.push(info);
+                }
+            }
+        }
+        let added = self.stations.len() - before;
+        if added > 0 || self.order.len() != self.stations.len() {
+            let mut order: Vec<u32> = (0..self.stations.len() as u32).collect();
+            order.sort_unstable_by_key(|&i| self.stations[i as usize].tps_code);
+            self.order = order;
+        }
+        added
+    }
+
+    pub fn name(&self, region: &str) -> Option<&str> {
+        self.region_names.get(region).map(String::as_str)
+    }
+}
+
+/// A station's coverage in a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StationState {
+    pub state: State,
+    pub reason: Reason,
+    pub since_ms: i64,
+    pub cause: Option<Cause>,
+    pub exempt: bool,
+}
+
+/// One station as readers see it.
+#[derive(Debug, Clone, Copy)]
+pub struct StationRow<'a> {
+    pub info: &'a StationInfo,
+    pub state: StationState,
+}
+
+impl StationRow<'_> {
+    pub fn regency(&self) -> String {
+        self.info.tps_code.region(RegionLevel::Regency)
+    }
+    pub fn district(&self) -> String {
+        self.info.tps_code.region(RegionLevel::District)
+    }
+}
+
+/// Everything readers see, as of one moment.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Collector time of the picture.
+    pub as_of_ms: i64,
+    pub rules: Rules,
+    pub flag_rules: FlagRules,
+    pub registry: Arc<Registry>,
+    chunks: Vec<Arc<Vec<StationState>>>,
+    counts: Arc<HashMap<String, Counts>>,
+}
+
+fn state_of(c: &Coverage, i: usize) -> StationState {
+    let s = &c.stations()[i];
+    StationState {
+        state: s.state,
+        reason: s.reason,
+        since_ms: s.since_ms,
+        cause: s.cause,
+        exempt: s.overrides.exempt_reason.is_some(),
+    }
+}
+
+fn chunk_of(c: &Coverage, k: usize) -> Arc<Vec<StationState>> {
+    let n = c.stations().len();
+    Arc::new(
+        (k * CHUNK..((k + 1) * CHUNK).min(n))
+            .map(|i| state_of(c, i))
+            .collect(),
+    )
+}
+
+impl Snapshot {
+    /// A first picture of everything.
+    pub fn build(
+        coverage: &Coverage,
+        flag_rules: FlagRules,
+        registry: Arc<Registry>,
+        now_ms: i64,
+    ) -> Snapshot {
+        let n = coverage.stations().len();
+        Snapshot {
+            as_of_ms: now_ms,
+            rules: coverage.rules,
+            flag_rules,
+            registry,
+            chunks: (0..n.div_ceil(CHUNK))
+                .map(|k| chunk_of(coverage, k))
+                .collect(),
+            counts: Arc::new(coverage.all_counts().clone()),
+        }
+    }
+
+    /// The next picture: copies only the chunks holding `changed` stations.
+    pub fn next(
+        &self,
+        coverage: &Coverage,
+        registry: Arc<Registry>,
+        changed: &HashSet<usize>,
+        now_ms: i64,
+    ) -> Snapshot {
+        let n = coverage.stations().len();
+        let mut chunks = self.chunks.clone();
+        chunks.truncate(n.div_ceil(CHUNK));
+        for k in 0..n.div_ceil(CHUNK) {
+            let grown = chunks
+                .get(k)
+                .is_none_or(|c| c.len() < CHUNK.min(n - k * CHUNK));
+            if grown || changed.contains(&k) {
+                let c = chunk_of(coverage, k);
+                if k < chunks.len() {
+                    chunks[k] = c;
+                } else {
+                    chunks.push(c);
+                }
+            }
+        }
+        Snapshot {
+            as_of_ms: now_ms,
+            rules: coverage.rules,
+            flag_rules: self.flag_rules,
+            registry,
+            chunks,
+            counts: Arc::new(coverage.all_counts().clone()),
+        }
+    }
+
+    fn state_at(&self, i: u32) -> StationState {
+        let i = i as usize;
+        self.chunks[i / CHUNK][i % CHUNK]
+    }
+
+    pub fn station(&self, tps: &TpsCode) -> Option<StationRow<'_>> {
+        let &i = self.registry.index.get(tps)?;
+        Some(StationRow {
+            info: &self.registry.stations[i as usize],
+            state: self.state_at(i),
+        })
+    }
+
+    /// Every station in TPS code order.
+    pub fn stations(&self) -> impl Iterator<Item = StationRow<'_>> {
+        self.registry.order.iter().map(|&i| StationRow {
+            info: &self.registry.stations[i as usize],
+            state: self.state_at(i),
+        })
+    }
+
+    pub fn station_count(&self) -> usize {
+        self.registry.stations.len()
+    }
+
+    /// Counts for a region code prefix (`""` for everything).
+    pub fn counts(&self, region: &str) -> Counts {
+        self.counts.get(region).copied().unwrap_or_default()
+    }
+
+    /// Counts of every region at one level, optionally under a parent, by code.
+    pub fn region_counts(&self, level: RegionLevel, parent: Option<&str>) -> Vec<(String, Counts)> {
+        crate::state::coverage::regions_at(&self.counts, level, parent)
+    }
+
+    /// A search for `needle` (lowercase): matches a TPS code prefix, the village name or
+    /// the district name. Returns a matcher that is cheap per station.
+    pub fn matcher(&self, needle: &str) -> impl Fn(&StationRow<'_>) -> bool {
+        let districts: HashSet<String> = self
+            .registry
+            .region_names
+            .iter()
+            .filter(|(code, name)| code.len() == 8 && name.to_lowercase().contains(needle))
+            .map(|(code, _)| code.replace('.', ""))
+            .collect();
+        let needle = needle.to_string();
+        move |row: &StationRow<'_>| {
+            row.info.tps_code.as_str().starts_with(needle.as_str())
+                || row.info.village_lc.contains(needle.as_str())
+                || (!districts.is_empty() && districts.contains(&row.info.tps_code.as_str()[..6]))
+        }
+    }
+}

@@ -386,8 +386,20 @@ async fn series(
                 .map_err(|_| bad(k, format!("{v:?} is not a number (unix milliseconds)"))),
         }
     };
-    let to = num("to", now)?;
-    let from = num("from", to - 24 * 3_600_000)?;
+    // Times outside 1970..2100 are refused before any arithmetic on them.
+    const LATEST_MS: i64 = 4_102_444_800_000;
+    let in_range = |k: &str, v: i64| {
+        if (0..=LATEST_MS).contains(&v) {
+            Ok(v)
+        } else {
+            Err(bad(
+                k,
+                format!("{v} is not a time between 1970 and 2100 (unix milliseconds)"),
+            ))
+        }
+    };
+    let to = in_range("to", num("to", now)?)?;
+    let from = in_range("from", num("from", to - 24 * 3_600_000)?)?;
     if from >= to {
         return Err(bad("from", "must be before `to`"));
     }
@@ -537,8 +549,14 @@ async fn list_flags(
             .filter(|n| (1..=10_000).contains(n))
             .ok_or_else(|| bad("limit", format!("{l:?} is not a number from 1 to 10000")))?,
     };
+    // The active queue's size is kept by the state owner; other lists are counted.
+    let active = statuses.len() == 2 && statuses.iter().all(|st| st.active());
+    let known_total = active.then(|| s.snapshot().active_flags(region.as_deref().unwrap_or("")));
     let list = read(&s, move |c| {
-        let total = store::flags::count(c, &statuses, region.as_deref())?;
+        let total = match known_total {
+            Some(n) => n,
+            None => store::flags::count(c, &statuses, region.as_deref())?,
+        };
         let fl = store::flags::list(c, &statuses, region.as_deref(), limit)?;
         let latest = store::flags::latest_notes(c, &fl.iter().map(|f| f.id).collect::<Vec<_>>())?;
         let notes: Vec<Option<String>> = fl.iter().map(|f| latest.get(&f.id).cloned()).collect();

@@ -131,22 +131,61 @@ impl CodeKey {
     }
 }
 
-/// Counts failures per key in fixed windows and refuses once a key has too many.
-/// Bounded: past `max_keys`, expired windows are purged; if none expired, new keys are
-/// refused (an attacker spraying keys must not grow memory) and counted.
+/// Wrong enrollment codes, limited where the guessing happens. Every attempt is counted
+/// when it begins (check and count are one step, so concurrent attempts cannot all pass)
+/// and given back if the code was right. Three counts, per window:
+/// - a peer address across stations (`per_peer`);
+/// - a peer on one station (`per_station`);
+/// - a station across peers (`per_station`): once reached, only peers that have not
+///   failed on that station may still try, so guessing at a station's public TPS code
+///   does not lock out its technician.
+///
+/// Bounded: past `max_keys`, expired windows are purged; if none expired, new attempts
+/// are refused (an attacker spraying keys must not grow memory) and counted.
 #[derive(Debug)]
-pub struct FailureLimiter {
-    max_failures: u32,
+pub struct EnrollLimiter {
+    per_station: u32,
+    per_peer: u32,
     window: Duration,
     max_keys: usize,
     windows: HashMap<String, (Instant, u32)>,
     pub refused_full: u64,
 }
 
-impl FailureLimiter {
-    pub fn new(max_failures: u32, window: Duration, max_keys: usize) -> Self {
-        FailureLimiter {
-            max_failures,
+/// Who has to wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locked {
+    Peer,
+    PeerOnStation,
+    Station,
+    /// The limiter is full of fresh windows (a key spray).
+    Full,
+}
+
+/// An attempt under way: finish it with [`EnrollLimiter::succeed`] or
+/// [`EnrollLimiter::fail`].
+#[derive(Debug)]
+#[must_use]
+pub struct Attempt {
+    peer: String,
+    pair: String,
+    station: String,
+}
+
+/// A window that just reached its limit, to record and log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lockout {
+    pub key: String,
+    pub failures: u32,
+    /// How long it lasts from now.
+    pub lasts: Duration,
+}
+
+impl EnrollLimiter {
+    pub fn new(per_station: u32, per_peer: u32, window: Duration, max_keys: usize) -> Self {
+        EnrollLimiter {
+            per_station,
+            per_peer,
             window,
             max_keys,
             windows: HashMap::new(),
@@ -154,37 +193,101 @@ impl FailureLimiter {
         }
     }
 
-    /// `Err(wait)` when the key must wait before trying again.
-    pub fn check(&mut self, key: &str, now: Instant) -> Result<(), Duration> {
+    fn count(&self, key: &str, now: Instant) -> (u32, Duration) {
         match self.windows.get(key) {
-            Some((start, n))
-                if now.duration_since(*start) < self.window && *n >= self.max_failures =>
-            {
-                Err(self.window - now.duration_since(*start))
+            Some((start, n)) if now.duration_since(*start) < self.window => {
+                (*n, self.window - now.duration_since(*start))
             }
-            _ => Ok(()),
+            _ => (0, Duration::ZERO),
         }
     }
 
-    pub fn fail(&mut self, key: &str, now: Instant) {
-        if !self.windows.contains_key(key) && self.windows.len() >= self.max_keys {
-            let window = self.window;
-            self.windows
-                .retain(|_, (start, _)| now.duration_since(*start) < window);
-            if self.windows.len() >= self.max_keys {
-                self.refused_full += 1;
-                return;
-            }
-        }
+    fn bump(&mut self, key: &str, now: Instant) -> u32 {
+        let window = self.window;
         let e = self.windows.entry(key.to_string()).or_insert((now, 0));
-        if now.duration_since(e.0) >= self.window {
+        if now.duration_since(e.0) >= window {
             *e = (now, 0);
         }
         e.1 += 1;
+        e.1
     }
 
-    pub fn succeed(&mut self, key: &str) {
-        self.windows.remove(key);
+    /// Begins an attempt for `station` from `peer`, or says who must wait how long.
+    pub fn begin(
+        &mut self,
+        station: &str,
+        peer: &str,
+        now: Instant,
+    ) -> Result<Attempt, (Locked, Duration)> {
+        let a = Attempt {
+            peer: format!("peer:{peer}"),
+            pair: format!("station:{station}|peer:{peer}"),
+            station: format!("station:{station}"),
+        };
+        let (np, wp) = self.count(&a.peer, now);
+        if np >= self.per_peer {
+            return Err((Locked::Peer, wp));
+        }
+        let (npair, wpair) = self.count(&a.pair, now);
+        if npair >= self.per_station {
+            return Err((Locked::PeerOnStation, wpair));
+        }
+        let (ns, ws) = self.count(&a.station, now);
+        if ns >= self.per_station && npair > 0 {
+            return Err((Locked::Station, ws));
+        }
+        if self.windows.len() + 3 > self.max_keys {
+            let window = self.window;
+            self.windows
+                .retain(|_, (start, _)| now.duration_since(*start) < window);
+            if self.windows.len() + 3 > self.max_keys {
+                self.refused_full += 1;
+                return Err((Locked::Full, Duration::from_secs(60)));
+            }
+        }
+        for k in [&a.peer, &a.pair, &a.station] {
+            self.bump(k, now);
+        }
+        Ok(a)
+    }
+
+    /// The code was right: the attempt is given back and the station starts afresh.
+    pub fn succeed(&mut self, a: Attempt) {
+        for k in [&a.peer, &a.pair] {
+            if let Some(e) = self.windows.get_mut(k.as_str()) {
+                e.1 = e.1.saturating_sub(1);
+            }
+        }
+        self.windows.remove(&a.station);
+        self.windows.remove(&a.pair);
+    }
+
+    /// The code was wrong (the attempt stays counted); returns the windows that have
+    /// just reached their limit.
+    pub fn fail(&mut self, a: Attempt, now: Instant) -> Vec<Lockout> {
+        let mut out = Vec::new();
+        for (k, limit) in [
+            (&a.peer, self.per_peer),
+            (&a.pair, self.per_station),
+            (&a.station, self.per_station),
+        ] {
+            let (n, lasts) = self.count(k, now);
+            if n == limit {
+                out.push(Lockout {
+                    key: k.clone(),
+                    failures: n,
+                    lasts,
+                });
+            }
+        }
+        out
+    }
+
+    /// A lockout recorded before a restart, still `lasts` long.
+    pub fn restore(&mut self, key: &str, failures: u32, lasts: Duration, now: Instant) {
+        let lasts = lasts.min(self.window);
+        let start = now.checked_sub(self.window - lasts).unwrap_or(now);
+        self.windows.insert(key.to_string(), (start, failures));
     }
 }
 
@@ -231,31 +334,79 @@ mod tests {
 
     #[test]
     fn limiter_locks_out_and_window_expires() {
-        let mut l = FailureLimiter::new(3, Duration::from_secs(60), 10);
+        let mut l = EnrollLimiter::new(3, 100, Duration::from_secs(60), 100);
         let t0 = Instant::now();
         for _ in 0..3 {
-            assert!(l.check("s", t0).is_ok());
-            l.fail("s", t0);
+            let a = l.begin("s", "p", t0).unwrap();
+            let _ = l.fail(a, t0);
         }
-        let wait = l.check("s", t0 + Duration::from_secs(10)).unwrap_err();
-        assert_eq!(wait, Duration::from_secs(50));
-        assert!(l.check("s", t0 + Duration::from_secs(60)).is_ok());
-        l.fail("s", t0 + Duration::from_secs(61));
-        assert!(
-            l.check("s", t0 + Duration::from_secs(61)).is_ok(),
-            "new window starts at 1"
+        let (who, wait) = l.begin("s", "p", t0 + Duration::from_secs(10)).unwrap_err();
+        assert_eq!(
+            (who, wait),
+            (Locked::PeerOnStation, Duration::from_secs(50))
         );
+        assert!(l.begin("s", "p", t0 + Duration::from_secs(60)).is_ok());
+    }
+
+    #[test]
+    fn attempts_are_counted_when_they_begin() {
+        let mut l = EnrollLimiter::new(5, 100, Duration::from_secs(60), 1000);
+        let t0 = Instant::now();
+        // 200 attempts at once, none finished yet: only 5 may run.
+        let began: Vec<_> = (0..200)
+            .filter_map(|_| l.begin("s", "p", t0).ok())
+            .collect();
+        assert_eq!(began.len(), 5);
+    }
+
+    #[test]
+    fn a_guessing_peer_does_not_lock_out_the_technician() {
+        let mut l = EnrollLimiter::new(5, 100, Duration::from_secs(60), 1000);
+        let t0 = Instant::now();
+        let mut locked = Vec::new();
+        for _ in 0..5 {
+            let a = l.begin("s", "attacker", t0).unwrap();
+            locked.extend(l.fail(a, t0));
+        }
+        let keys: Vec<&str> = locked.iter().map(|l| l.key.as_str()).collect();
+        assert_eq!(keys, ["station:s|peer:attacker", "station:s"]);
+        assert_eq!(
+            l.begin("s", "attacker", t0).unwrap_err().0,
+            Locked::PeerOnStation
+        );
+        // The technician, who has not failed here, still gets to try.
+        let a = l.begin("s", "technician", t0).unwrap();
+        l.succeed(a);
+        // A peer that failed once on the locked station waits.
+        let mut l2 = EnrollLimiter::new(2, 100, Duration::from_secs(60), 1000);
+        let a = l2.begin("s", "x", t0).unwrap();
+        let _ = l2.fail(a, t0);
+        let a = l2.begin("s", "y", t0).unwrap();
+        let _ = l2.fail(a, t0);
+        assert_eq!(l2.begin("s", "x", t0).unwrap_err().0, Locked::Station);
+        assert!(l2.begin("s", "z", t0).is_ok());
     }
 
     #[test]
     fn limiter_is_bounded() {
-        let mut l = FailureLimiter::new(1, Duration::from_secs(60), 2);
+        let mut l = EnrollLimiter::new(1, 1, Duration::from_secs(60), 6);
         let t0 = Instant::now();
-        l.fail("a", t0);
-        l.fail("b", t0);
-        l.fail("c", t0);
+        assert!(l.begin("a", "1", t0).is_ok());
+        assert!(l.begin("b", "2", t0).is_ok());
+        assert_eq!(l.begin("c", "3", t0).unwrap_err().0, Locked::Full);
         assert_eq!(l.refused_full, 1);
-        l.fail("d", t0 + Duration::from_secs(61));
-        assert!(l.check("d", t0 + Duration::from_secs(61)).is_err());
+        assert!(l.begin("d", "4", t0 + Duration::from_secs(61)).is_ok());
+    }
+
+    #[test]
+    fn a_restored_lockout_keeps_its_remaining_time() {
+        let mut l = EnrollLimiter::new(5, 20, Duration::from_secs(900), 100);
+        let t0 = Instant::now() + Duration::from_secs(3600);
+        l.restore("station:s|peer:p", 5, Duration::from_secs(300), t0);
+        let (who, wait) = l.begin("s", "p", t0).unwrap_err();
+        assert_eq!(
+            (who, wait),
+            (Locked::PeerOnStation, Duration::from_secs(300))
+        );
     }
 }

@@ -16,6 +16,9 @@ use crate::store::Synchronous;
 pub struct Config {
     pub grpc_listen: SocketAddr,
     pub http_listen: SocketAddr,
+    /// Limits of each port's edge.
+    pub grpc_edge: EdgeConfig,
+    pub http_edge: EdgeConfig,
     /// `None` only when the file says `plaintext = true`.
     pub tls: Option<TlsMaterial>,
     pub data_dir: PathBuf,
@@ -123,6 +126,8 @@ impl Config {
         Config {
             grpc_listen: "127.0.0.1:50051".parse().unwrap_or_else(|_| unreachable!()),
             http_listen: "127.0.0.1:8080".parse().unwrap_or_else(|_| unreachable!()),
+            grpc_edge: EdgeConfig::grpc(),
+            http_edge: EdgeConfig::http(),
             tls: None,
             data_dir: data_dir.into(),
             synchronous: Synchronous::Full,
@@ -215,6 +220,51 @@ struct RawInflux {
 #[serde(deny_unknown_fields)]
 struct RawListen {
     listen: Option<String>,
+    max_connections: Option<u64>,
+    start_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    request_timeout_secs: Option<u64>,
+    max_in_flight: Option<u64>,
+}
+
+/// One port's edge: how many connections, how long a connection may stay silent at
+/// its start and later, how long a request may run, how many may run at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdgeConfig {
+    /// `None`: a share of the open-file limit, worked out at start.
+    pub max_connections: Option<usize>,
+    /// A new connection must start talking (TLS hello, HTTP/2 preface, request
+    /// headers) within this.
+    pub start_timeout: Duration,
+    /// Closed when nothing moved either way for this long.
+    pub idle_timeout: Duration,
+    pub request_timeout: Duration,
+    /// Requests running at once; more are refused (`UNAVAILABLE` / `503`).
+    pub max_in_flight: usize,
+}
+
+impl EdgeConfig {
+    pub fn grpc() -> EdgeConfig {
+        EdgeConfig {
+            max_connections: None,
+            start_timeout: Duration::from_secs(10),
+            // Longer than the server's HTTP/2 keepalive (60 s), so a live agent's
+            // connection always moves within it.
+            idle_timeout: Duration::from_secs(300),
+            request_timeout: Duration::from_secs(60),
+            max_in_flight: 4096,
+        }
+    }
+
+    pub fn http() -> EdgeConfig {
+        EdgeConfig {
+            max_connections: None,
+            start_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(120),
+            max_in_flight: 256,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -286,8 +336,83 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             )
         })
     };
-    let grpc_listen = addr("grpc.listen", raw.grpc.listen, "0.0.0.0:50051")?;
-    let http_listen = addr("http.listen", raw.http.listen, "0.0.0.0:8080")?;
+    let grpc_listen = addr("grpc.listen", raw.grpc.listen.clone(), "0.0.0.0:50051")?;
+    let http_listen = addr("http.listen", raw.http.listen.clone(), "0.0.0.0:8080")?;
+    let edge = |section: &'static str,
+                r: &RawListen,
+                d: EdgeConfig|
+     -> Result<EdgeConfig, ConfigError> {
+        let field = |k: &'static str| -> &'static str {
+            // Field names are static: one per section and key.
+            match (section, k) {
+                ("grpc", "max_connections") => "grpc.max_connections",
+                ("grpc", "start_timeout_secs") => "grpc.start_timeout_secs",
+                ("grpc", "idle_timeout_secs") => "grpc.idle_timeout_secs",
+                ("grpc", "request_timeout_secs") => "grpc.request_timeout_secs",
+                ("grpc", "max_in_flight") => "grpc.max_in_flight",
+                ("http", "max_connections") => "http.max_connections",
+                ("http", "start_timeout_secs") => "http.start_timeout_secs",
+                ("http", "idle_timeout_secs") => "http.idle_timeout_secs",
+                ("http", "request_timeout_secs") => "http.request_timeout_secs",
+                _ => "http.max_in_flight",
+            }
+        };
+        let within = |k: &'static str, v: Option<u64>, default: u64, lo: u64, hi: u64| {
+            let v = v.unwrap_or(default);
+            if v < lo || v > hi {
+                Err(invalid(field(k), format!("{v} is outside {lo}..={hi}")))
+            } else {
+                Ok(v)
+            }
+        };
+        let secs = Duration::from_secs;
+        let e = EdgeConfig {
+            max_connections: r
+                .max_connections
+                .map(|v| within("max_connections", Some(v), v, 1, 1_000_000).map(|v| v as usize))
+                .transpose()?,
+            start_timeout: secs(within(
+                "start_timeout_secs",
+                r.start_timeout_secs,
+                d.start_timeout.as_secs(),
+                1,
+                300,
+            )?),
+            idle_timeout: secs(within(
+                "idle_timeout_secs",
+                r.idle_timeout_secs,
+                d.idle_timeout.as_secs(),
+                1,
+                86_400,
+            )?),
+            request_timeout: secs(within(
+                "request_timeout_secs",
+                r.request_timeout_secs,
+                d.request_timeout.as_secs(),
+                1,
+                3600,
+            )?),
+            max_in_flight: within(
+                "max_in_flight",
+                r.max_in_flight,
+                d.max_in_flight as u64,
+                1,
+                1_000_000,
+            )? as usize,
+        };
+        if section == "grpc" && e.idle_timeout <= Duration::from_secs(90) {
+            return Err(invalid(
+                "grpc.idle_timeout_secs",
+                format!(
+                    "{} s would close live agents' connections between keepalive pings (every 60 s); use more than 90",
+                    e.idle_timeout.as_secs()
+                ),
+            ));
+        }
+        Ok(e)
+    };
+    let grpc_edge = edge("grpc", &raw.grpc, EdgeConfig::grpc())?;
+    let http_edge = edge("http", &raw.http, EdgeConfig::http())?;
     if grpc_listen == http_listen && grpc_listen.port() != 0 {
         return Err(invalid(
             "http.listen",
@@ -546,6 +671,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     Ok(Config {
         grpc_listen,
         http_listen,
+        grpc_edge,
+        http_edge,
         tls,
         data_dir: resolve(raw.store.data_dir),
         synchronous: raw.store.synchronous.unwrap_or(Synchronous::Full),

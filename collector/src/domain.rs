@@ -6,6 +6,20 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
+/// At most this many characters of bad input are repeated back in an error.
+pub const SHOWN_CHARS: usize = 40;
+
+/// Input as repeated in an error: cut to [`SHOWN_CHARS`], with its full length if cut.
+pub fn shown(s: &str) -> String {
+    let n = s.chars().count();
+    if n <= SHOWN_CHARS {
+        s.to_string()
+    } else {
+        let cut: String = s.chars().take(SHOWN_CHARS).collect();
+        format!("{cut}… ({n} characters)")
+    }
+}
+
 /// A 13-digit Sirekap TPS code: 10-digit Kemendagri village code + 3-digit TPS number.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TpsCode([u8; 13]);
@@ -44,7 +58,7 @@ impl FromStr for TpsCode {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let b = s.as_bytes();
         if b.len() != 13 || !b.iter().all(u8::is_ascii_digit) {
-            return Err(BadTpsCode(s.to_string()));
+            return Err(BadTpsCode(shown(s)));
         }
         let mut out = [0u8; 13];
         out.copy_from_slice(b);

@@ -80,13 +80,101 @@ pub struct AppState {
     pub report: Arc<crate::report::schedule::ReportConfig>,
 }
 
-pub fn router(state: AppState) -> Router {
+/// The HTTP routes under the port's limits: at most `max_in_flight` requests at once
+/// (more are refused at once with `503` and `Retry-After`), each cut at
+/// `request_timeout`. `/healthz` and `/metrics` stay outside the limit, so a monitor
+/// can still see an overloaded collector.
+pub fn router(state: AppState, edge: &crate::config::EdgeConfig) -> Router {
+    let m = state.metrics.clone();
+    let limited = Router::new()
+        .route("/", get(crate::dashboard::page))
+        .merge(crate::api::routes())
+        .fallback(not_found)
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(
+                    move |e: tower::BoxError| {
+                        let m = m.clone();
+                        async move { shed(&m, e) }
+                    },
+                ))
+                .load_shed()
+                .concurrency_limit(edge.max_in_flight)
+                .timeout(edge.request_timeout),
+        );
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/", get(crate::dashboard::page))
-        .merge(crate::api::routes())
+        .merge(limited)
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
+}
+
+/// A request refused by the port's limits.
+fn shed(metrics: &Metrics, e: tower::BoxError) -> Response {
+    if e.is::<tower::load_shed::error::Overloaded>() {
+        metrics.request_shed("http", "overloaded");
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            Json(json!({ "error": "the collector is answering as many requests as it can; retry in a second" })),
+        )
+            .into_response()
+    } else if e.is::<tower::timeout::error::Elapsed>() {
+        metrics.request_shed("http", "timeout");
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            Json(json!({ "error": "the request took longer than the collector allows; retry, or ask for less" })),
+        )
+            .into_response()
+    } else {
+        ApiError::internal(e).into_response()
+    }
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no such page: {}; the API is under /api/v1 (see /api/v1/openapi.json)",
+            crate::domain::shown(uri.path())
+        ),
+    )
+}
+
+/// Most bytes of a framework error text (path or query rejections, 405) kept.
+const ERROR_TEXT_MAX: usize = 300;
+
+/// Every error leaves as JSON `{"error": ...}`: rejections made by the framework (a bad
+/// path parameter, a wrong method, a body too large, a time limit) are rewritten.
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let text = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text.chars().take(ERROR_TEXT_MAX).collect()
+    };
+    let mut out = (status, Json(json!({ "error": text }))).into_response();
+    for name in [header::RETRY_AFTER, header::ALLOW, header::WWW_AUTHENTICATE] {
+        if let Some(v) = parts.headers.get(&name) {
+            out.headers_mut().insert(name, v.clone());
+        }
+    }
+    out
 }
 
 /// A JSON error with its status code.
@@ -100,8 +188,19 @@ impl IntoResponse for ApiError {
 }
 
 impl ApiError {
+    /// An error to answer with; the message is cut to a bounded length, so input
+    /// repeated in it never makes an answer large.
     pub fn new(code: StatusCode, message: impl Into<String>) -> Self {
-        ApiError(code, message.into())
+        let mut m: String = message.into();
+        if m.len() > 1000 {
+            let mut end = 1000;
+            while !m.is_char_boundary(end) {
+                end -= 1;
+            }
+            m.truncate(end);
+            m.push('…');
+        }
+        ApiError(code, m)
     }
 
     pub fn internal(e: impl std::fmt::Display) -> Self {
@@ -193,6 +292,12 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .enrolled_agents
         .set(state.live.active_agents() as i64);
     state.metrics.facts_queued.set(state.facts.queued() as i64);
+    let decoded = tps_proto::codec::decode_errors();
+    let grpc = state
+        .metrics
+        .decode_errors
+        .get_or_create(&vec![("port", "grpc")]);
+    grpc.inc_by(decoded.saturating_sub(grpc.get()));
     (
         [(
             header::CONTENT_TYPE,

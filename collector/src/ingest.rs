@@ -8,8 +8,8 @@ use std::time::Instant;
 use tonic::{Request, Response, Status};
 use tps_proto::v1 as pb;
 
-use crate::auth::{self, CodeKey, FailureLimiter};
-use crate::config::{EnrollConfig, IngestConfig};
+use crate::auth::{self, CodeKey, EnrollLimiter, Locked};
+use crate::config::Config;
 use crate::domain::{Push, TpsCode, now_ms};
 use crate::metrics::Metrics;
 use crate::state::live::{Live, TokenCheck};
@@ -28,8 +28,11 @@ pub struct Ingest {
     code_key: CodeKey,
     limits: PushLimits,
     settings: pb::AgentSettings,
-    /// Wrong enrollment codes per station and per peer address.
-    limiters: Mutex<(FailureLimiter, FailureLimiter)>,
+    /// Wrong enrollment codes per peer, per peer on a station, per station.
+    limiter: Mutex<EnrollLimiter>,
+    /// Calls running at once; past it, calls are refused with `UNAVAILABLE`.
+    in_flight: tokio::sync::Semaphore,
+    max_in_flight: usize,
 }
 
 impl Ingest {
@@ -38,9 +41,22 @@ impl Ingest {
         live: Arc<Live>,
         metrics: Arc<Metrics>,
         code_key: CodeKey,
-        ingest: &IngestConfig,
-        enroll: &EnrollConfig,
+        config: &Config,
+        lockouts: Vec<(String, i64, u32)>,
     ) -> Self {
+        let (ingest, enroll) = (&config.ingest, &config.enroll);
+        let max_in_flight = config.grpc_edge.max_in_flight;
+        let mut limiter = EnrollLimiter::new(
+            enroll.max_failures_per_station,
+            enroll.max_failures_per_peer,
+            enroll.window,
+            LIMITER_KEYS,
+        );
+        let (now, now_ms) = (Instant::now(), now_ms());
+        for (key, until_ms, failures) in lockouts {
+            let lasts = std::time::Duration::from_millis((until_ms - now_ms).max(0) as u64);
+            limiter.restore(&key, failures, lasts, now);
+        }
         Ingest {
             writer,
             live,
@@ -52,15 +68,50 @@ impl Ingest {
                 max_past_ms: ingest.max_past.as_millis() as i64,
             },
             settings: wire::settings(ingest.push_interval_secs, ingest.max_batch),
-            limiters: Mutex::new((
-                FailureLimiter::new(enroll.max_failures_per_station, enroll.window, LIMITER_KEYS),
-                FailureLimiter::new(enroll.max_failures_per_peer, enroll.window, LIMITER_KEYS),
-            )),
+            limiter: Mutex::new(limiter),
+            in_flight: tokio::sync::Semaphore::new(max_in_flight),
+            max_in_flight,
         }
     }
 
-    fn limiters(&self) -> std::sync::MutexGuard<'_, (FailureLimiter, FailureLimiter)> {
-        self.limiters.lock().unwrap_or_else(|p| p.into_inner())
+    fn limiter(&self) -> std::sync::MutexGuard<'_, EnrollLimiter> {
+        self.limiter.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records lockouts that just began (they outlive a restart) and logs them.
+    async fn record_lockouts(&self, tps: TpsCode, peer: &str, locked: Vec<auth::Lockout>) {
+        for l in locked {
+            tracing::warn!(
+                %tps,
+                %peer,
+                key = %l.key,
+                failures = l.failures,
+                minutes = l.lasts.as_secs().div_ceil(60),
+                "enrollment locked after too many wrong codes"
+            );
+            let now = now_ms();
+            let until = now + l.lasts.as_millis() as i64;
+            let r = self
+                .writer
+                .exec(move |tx| {
+                    crate::store::store_enroll_lockout(tx, &l.key, now, until, l.failures)
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "cannot record the lockout; it holds until a restart");
+            }
+        }
+    }
+
+    /// A place among the calls in flight, or `UNAVAILABLE` when there is none.
+    fn admit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Status> {
+        self.in_flight.try_acquire().map_err(|_| {
+            self.metrics.request_shed("grpc", "overloaded");
+            Status::unavailable(format!(
+                "the collector is handling {} calls already; retry in a few seconds",
+                self.max_in_flight
+            ))
+        })
     }
 
     fn reject(&self, reason: &'static str, status: Status) -> Status {
@@ -117,6 +168,7 @@ impl pb::collector_server::Collector for Ingest {
         &self,
         req: Request<pb::EnrollRequest>,
     ) -> Result<Response<pb::EnrollResponse>, Status> {
+        let _admitted = self.admit()?;
         let peer = req
             .remote_addr()
             .map(|a| a.ip().to_string())
@@ -134,23 +186,27 @@ impl pb::collector_server::Collector for Ingest {
             self.metrics.enrollment("invalid");
             Status::invalid_argument(format!("enrollment_code: {e}"))
         })?;
-        let station_key = format!("station:{tps_code}");
-        let peer_key = format!("peer:{peer}");
+        let attempt = match self
+            .limiter()
+            .begin(tps_code.as_str(), &peer, Instant::now())
         {
-            let now = Instant::now();
-            let mut l = self.limiters();
-            let wait =
-                l.0.check(&station_key, now)
-                    .err()
-                    .or_else(|| l.1.check(&peer_key, now).err());
-            if let Some(wait) = wait {
+            Ok(a) => a,
+            Err((who, wait)) => {
                 self.metrics.enrollment("rate_limited");
+                let whom = match who {
+                    Locked::Peer => "from this address".to_string(),
+                    Locked::PeerOnStation => format!("for TPS {tps_code} from this address"),
+                    Locked::Station => {
+                        format!("for TPS {tps_code} (from several addresses, this one included)")
+                    }
+                    Locked::Full => "from too many places at once".to_string(),
+                };
                 return Err(Status::resource_exhausted(format!(
-                    "too many wrong enrollment codes for TPS {tps_code} or from this address; try again in {} minute(s)",
+                    "too many wrong enrollment codes {whom}; try again in {} minute(s)",
                     wait.as_secs().div_ceil(60)
                 )));
             }
-        }
+        };
         let facts = req.agent.unwrap_or_default();
         let (token, token_hash) = auth::new_token();
         let now = now_ms();
@@ -163,23 +219,26 @@ impl pb::collector_server::Collector for Ingest {
             agent_version: facts.agent_version.chars().take(64).collect(),
             now_ms: now,
         };
-        let outcome = self.writer.enroll(job.clone()).await.map_err(write_error)?;
-        let fail = |this: &Self| {
-            let now = Instant::now();
-            let mut l = this.limiters();
-            l.0.fail(&station_key, now);
-            l.1.fail(&peer_key, now);
+        let outcome = match self.writer.enroll(job).await {
+            Ok(o) => o,
+            Err(e) => {
+                // Not evaluated: the attempt does not count against anyone.
+                self.limiter().succeed(attempt);
+                return Err(write_error(e));
+            }
         };
         match outcome {
             EnrollOutcome::UnknownStation => {
-                fail(self);
+                let locked = self.limiter().fail(attempt, Instant::now());
+                self.record_lockouts(tps_code, &peer, locked).await;
                 self.metrics.enrollment("unknown_station");
                 Err(Status::not_found(format!(
                     "TPS {tps_code} is not in the station registry; check the TPS code printed on the kit"
                 )))
             }
             EnrollOutcome::WrongCode => {
-                fail(self);
+                let locked = self.limiter().fail(attempt, Instant::now());
+                self.record_lockouts(tps_code, &peer, locked).await;
                 self.metrics.enrollment("wrong_code");
                 Err(Status::permission_denied(format!(
                     "the enrollment code is not valid for TPS {tps_code}: mistyped, already used, or replaced; \
@@ -188,7 +247,7 @@ impl pb::collector_server::Collector for Ingest {
             }
             EnrollOutcome::Enrolled { agent_id } => {
                 // The writer has put the token in the live view and told the state owner.
-                self.limiters().0.succeed(&station_key);
+                self.limiter().succeed(attempt);
                 self.metrics.enrollment("enrolled");
                 tracing::info!(%tps_code, agent_id, %peer, "agent enrolled");
                 Ok(Response::new(pb::EnrollResponse {
@@ -205,6 +264,7 @@ impl pb::collector_server::Collector for Ingest {
         req: Request<pb::PushRequest>,
     ) -> Result<Response<pb::PushResponse>, Status> {
         let received = Instant::now();
+        let _admitted = self.admit()?;
         let (agent_id, tps_code) = self.authenticate(&req)?;
         let req = req.into_inner();
         let now = now_ms();

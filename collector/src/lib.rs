@@ -31,6 +31,7 @@ pub mod commands;
 pub mod config;
 pub mod dashboard;
 pub mod domain;
+pub mod edge;
 pub mod http;
 pub mod influx;
 pub mod ingest;

@@ -32,8 +32,36 @@ pub fn raise_open_files() -> Option<u64> {
     now
 }
 
+/// The open-file limit in force (`None`: unlimited).
+pub fn open_files() -> Option<u64> {
+    getrlimit(Resource::Nofile).current
+}
+
+/// Descriptors kept for the store, logs and outbound connections.
+const RESERVED: u64 = 128;
+
+/// Connection caps for (gRPC, HTTP) when the config sets none: what the open-file limit
+/// leaves after a reserve, an eighth of it (at most 512) for HTTP, the rest for agents.
+pub fn connection_caps(open_files: Option<u64>) -> (usize, usize) {
+    let available = open_files
+        .unwrap_or(1_048_576)
+        .saturating_sub(RESERVED)
+        .max(32);
+    let http = (available / 8).clamp(4, 512);
+    ((available - http) as usize, http as usize)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn caps_fit_under_the_open_file_limit() {
+        let (g, h) = super::connection_caps(Some(300));
+        assert_eq!(g + h, 300 - 128);
+        assert!(h >= 4 && g > h);
+        let (g, h) = super::connection_caps(Some(20_000));
+        assert_eq!((g, h), (20_000 - 128 - 512, 512));
+    }
+
     use super::*;
 
     #[test]

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tps_proto::v1::collector_server::CollectorServer;
 
@@ -27,8 +26,6 @@ use crate::store::{self, StoreError};
 
 /// How often revocations and registry imports made from the command line are picked up.
 const STORE_POLL: Duration = Duration::from_secs(1);
-/// How long in-flight HTTP requests may take to finish at shutdown.
-const HTTP_DRAIN: Duration = Duration::from_secs(10);
 
 /// The two already-bound listeners the collector serves on.
 #[derive(Debug)]
@@ -94,7 +91,8 @@ pub async fn run(
                     generation: store::registry_generation(&reader)?,
                     updated_ms: store::stations_updated_max(&reader)?,
                 };
-                (live, owner, snapshot, mark)
+                let lockouts = store::enroll_lockouts(&reader, crate::domain::now_ms())?;
+                (live, owner, snapshot, (mark, lockouts))
             };
             let code_key =
                 CodeKey::load_or_create(&data_dir).map_err(|source| StoreError::Dir {
@@ -105,6 +103,7 @@ pub async fn run(
         })
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))??;
+    let (registry_mark, lockouts) = registry_mark;
     let live = Arc::new(live);
     metrics.enrolled_agents.set(live.active_agents() as i64);
     let (writer, writer_thread) = Writer::spawn(
@@ -181,12 +180,18 @@ pub async fn run(
         live.clone(),
         metrics.clone(),
         code_key,
-        &config.ingest,
-        &config.enroll,
+        &config,
+        lockouts,
     );
+    let (grpc_cap, http_cap) = crate::limits::connection_caps(crate::limits::open_files());
+    let mut grpc_edge = config.grpc_edge;
+    grpc_edge.max_connections.get_or_insert(grpc_cap);
+    let mut http_edge = config.http_edge;
+    http_edge.max_connections.get_or_insert(http_cap);
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(60)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .timeout(grpc_edge.request_timeout);
     if let Some(tls) = &config.tls {
         builder = builder
             .tls_config(
@@ -197,11 +202,17 @@ pub async fn run(
     let grpc_addr = listeners.grpc.local_addr()?;
     let grpc_stop = stopped(stop_rx.clone());
     let health_on_stop = health.clone();
+    let incoming = crate::edge::grpc_incoming(
+        listeners.grpc,
+        grpc_edge,
+        metrics.clone(),
+        stopped(stop_rx.clone()),
+    );
     let grpc = builder
         .add_service(CollectorServer::new(ingest))
         .add_service(health_service)
         .add_service(reflection)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             grpc_stop.await;
             health_on_stop
                 .set_not_serving::<CollectorServer<Ingest>>()
@@ -210,53 +221,41 @@ pub async fn run(
 
     // HTTP
     let http_addr = listeners.http.local_addr()?;
-    let app = http::router(AppState {
-        live,
-        metrics,
-        writer,
-        readers,
-        influx: influx.as_ref().map(|(status, _)| status.clone()),
-        snapshot,
-        facts,
-        operators: Default::default(),
-        data_dir: config.data_dir.clone().into(),
-        report: Arc::new(config.report.clone()),
-    })
-    .into_make_service_with_connect_info::<SocketAddr>();
-    let http_stop = stopped(stop_rx.clone());
+    let app = http::router(
+        AppState {
+            live,
+            metrics: metrics.clone(),
+            writer,
+            readers,
+            influx: influx.as_ref().map(|(status, _)| status.clone()),
+            snapshot,
+            facts,
+            operators: Default::default(),
+            data_dir: config.data_dir.clone().into(),
+            report: Arc::new(config.report.clone()),
+        },
+        &http_edge,
+    );
     let scheme = if config.tls.is_some() {
         "TLS"
     } else {
         "plaintext"
     };
-    let http_tls = config.tls.clone();
-    let http = async move {
-        match &http_tls {
-            None => axum::serve(listeners.http, app)
-                .with_graceful_shutdown(http_stop)
-                .await
-                .map_err(ServeError::Io),
-            Some(tls) => {
-                let rustls = axum_server::tls_rustls::RustlsConfig::from_pem(
-                    tls.cert_pem.clone(),
-                    tls.key_pem.clone(),
-                )
-                .await
-                .map_err(|e| ServeError::Tls(e.to_string()))?;
-                let handle = axum_server::Handle::new();
-                let h = handle.clone();
-                tokio::spawn(async move {
-                    http_stop.await;
-                    h.graceful_shutdown(Some(HTTP_DRAIN));
-                });
-                axum_server::from_tcp_rustls(listeners.http.into_std()?, rustls)?
-                    .handle(handle)
-                    .serve(app)
-                    .await
-                    .map_err(ServeError::Io)
-            }
-        }
-    };
+    let acceptor = config
+        .tls
+        .as_ref()
+        .map(|t| crate::edge::tls_acceptor(&t.cert_pem, &t.key_pem))
+        .transpose()
+        .map_err(ServeError::Tls)?;
+    let http = crate::edge::serve_http(
+        listeners.http,
+        app,
+        acceptor,
+        http_edge,
+        metrics.clone(),
+        stopped(stop_rx.clone()),
+    );
+    let http = async move { http.await.map_err(ServeError::Io) };
 
     tracing::info!(%grpc_addr, %http_addr, scheme, "collector serving");
     let (grpc_result, http_result) = tokio::join!(grpc, http);

@@ -197,6 +197,13 @@ pub fn status(s: Option<pb::AgentStatus>) -> (AgentStatus, Vec<&'static str>) {
     (status, cut)
 }
 
+/// Most probes one round can send (the agent's `echoes` is at most 100).
+pub const MAX_SENT: u32 = 100;
+/// Longest round-trip time worth believing: the agent's longest echo timeout.
+pub const MAX_RTT_MS: f64 = 60_000.0;
+/// Sequence numbers are stored as SQLite integers (signed 64-bit).
+pub const MAX_SEQ: u64 = i64::MAX as u64;
+
 fn rtt_value(field: String, v: f64) -> Result<f64, Violation> {
     if v.is_nan() {
         return Err(Violation::new(field, "is NaN"));
@@ -206,6 +213,12 @@ fn rtt_value(field: String, v: f64) -> Result<f64, Violation> {
     }
     if v < 0.0 {
         return Err(Violation::new(field, format!("is negative ({v})")));
+    }
+    if v > MAX_RTT_MS {
+        return Err(Violation::new(
+            field,
+            format!("{v} ms is above the {MAX_RTT_MS} ms an answer may take"),
+        ));
     }
     Ok(v)
 }
@@ -240,6 +253,15 @@ pub fn measurement(
     };
     if m.target_name.is_empty() {
         return Err(Violation::new(f("target_name"), "is empty"));
+    }
+    if m.sent > MAX_SENT {
+        return Err(Violation::new(
+            f("sent"),
+            format!(
+                "{} probes is more than a round sends (at most {MAX_SENT})",
+                m.sent
+            ),
+        ));
     }
     if u64::from(m.received) + u64::from(m.errors) > u64::from(m.sent) {
         return Err(Violation::new(
@@ -362,6 +384,11 @@ pub fn measurements(
             violations.push(Violation::new(
                 format!("measurements[{i}].seq"),
                 "must be at least 1",
+            ));
+        } else if seq > MAX_SEQ {
+            violations.push(Violation::new(
+                format!("measurements[{i}].seq"),
+                format!("{seq} is above {MAX_SEQ}"),
             ));
         } else if seq <= prev_seq {
             violations.push(Violation::new(

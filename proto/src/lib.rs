@@ -1,6 +1,8 @@
 //! The `tps.v1` wire protocol between TPS agents and the collector: generated types and
-//! the encoded descriptor set (for gRPC reflection). Nothing else lives here; both sides
+//! the encoded descriptor set (for gRPC reflection), and the codec. Nothing else lives here; both sides
 //! convert these types into their own domain types at their edge.
+
+pub mod codec;
 
 /// `tps.v1`: enrollment and measurement push.
 pub mod v1 {

@@ -3,18 +3,18 @@
 //! change to the persister (which retries until stored), and publishes snapshots.
 //! It never waits for the store, so a slow disk cannot stall it, and nothing waits for it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, watch};
 
-use crate::domain::{TpsCode, now_ms};
+use crate::domain::{RegionLevel, TpsCode, now_ms};
 use crate::metrics::Metrics;
 use crate::state::coverage::{Cause, Coverage, PushFacts, Rules, State, Transition};
 use crate::state::facts::Fact;
-use crate::state::flags::{self, Action, FlagIndex, FlagRules};
+use crate::state::flags::{self, Action, Brief, FlagIndex, FlagRules};
 use crate::state::live::Live;
 use crate::state::persist::Persist;
 use crate::state::snapshot::{CHUNK, Registry, Snapshot};
@@ -93,6 +93,8 @@ pub struct Owner {
     /// Stations with flag changes on their way to the store: not planned again until
     /// stored.
     flags_pending: HashSet<TpsCode>,
+    /// Active (open or acknowledged) flags per region code (`""` for all).
+    active_flags: Arc<HashMap<String, u64>>,
     snapshot: Snapshot,
     publish: watch::Sender<Arc<Snapshot>>,
     /// Chunks of stations changed since the last snapshot.
@@ -151,8 +153,21 @@ pub fn load(
     }
     coverage.take_changed();
     let index = store::flags::load_index(conn)?;
+    let mut active = HashMap::new();
+    for (tps, b) in &index.by_station {
+        if b.status.active() {
+            count_flag(&mut active, tps, 1);
+        }
+    }
+    let active_flags = Arc::new(active);
     let registry = Arc::new(registry);
-    let snapshot = Snapshot::build(&coverage, flag_rules, registry.clone(), started);
+    let snapshot = Snapshot::build(
+        &coverage,
+        flag_rules,
+        registry.clone(),
+        active_flags.clone(),
+        started,
+    );
     let (publish, rx) = watch::channel(Arc::new(snapshot.clone()));
     Ok((
         Owner {
@@ -161,6 +176,7 @@ pub fn load(
             flag_rules,
             registry,
             flags_pending: HashSet::new(),
+            active_flags,
             snapshot,
             publish,
             changed: HashSet::new(),
@@ -303,7 +319,7 @@ impl Owner {
             Fact::FlagsStored(briefs) => {
                 for (tps, b) in briefs {
                     self.flags_pending.remove(&tps);
-                    self.flags.by_station.insert(tps, b);
+                    self.set_brief(tps, b);
                 }
             }
             Fact::FlagActed {
@@ -312,15 +328,39 @@ impl Owner {
                 status,
                 ended_ms,
             } => {
-                if let Some(b) = self.flags.by_station.get_mut(&tps)
+                if let Some(b) = self.flags.by_station.get(&tps).copied()
                     && b.id == id
                 {
-                    b.status = status;
-                    b.ended_ms = ended_ms;
+                    self.set_brief(
+                        tps,
+                        Brief {
+                            status,
+                            ended_ms,
+                            ..b
+                        },
+                    );
                 }
             }
         }
         self.mark_changed();
+    }
+
+    /// A station's newest flag changed: keep the active counts with it.
+    fn set_brief(&mut self, tps: TpsCode, b: Brief) {
+        let was = self
+            .flags
+            .by_station
+            .insert(tps, b)
+            .is_some_and(|old| old.status.active());
+        let is = b.status.active();
+        if was != is {
+            count_flag(
+                Arc::make_mut(&mut self.active_flags),
+                &tps,
+                if is { 1 } else { -1 },
+            );
+            self.registry_changed = true;
+        }
     }
 
     fn add_stations(&mut self, stations: Vec<crate::domain::Station>, now: i64) {
@@ -377,12 +417,26 @@ impl Owner {
         self.snapshot = self.snapshot.next(
             &self.coverage,
             self.registry.clone(),
+            self.active_flags.clone(),
             &changed,
             self.clock.now_ms(),
         );
         self.publish.send_replace(Arc::new(self.snapshot.clone()));
         self.last_build = started.elapsed();
         self.last_publish = Instant::now();
+    }
+}
+
+/// Adds `n` to the active-flag counts of a station's regions.
+fn count_flag(counts: &mut HashMap<String, u64>, tps: &TpsCode, n: i64) {
+    for key in [
+        String::new(),
+        tps.region(RegionLevel::Province),
+        tps.region(RegionLevel::Regency),
+        tps.region(RegionLevel::District),
+    ] {
+        let c = counts.entry(key).or_default();
+        *c = c.saturating_add_signed(n);
     }
 }
 

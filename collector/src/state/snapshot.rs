@@ -114,6 +114,7 @@ pub struct Snapshot {
     pub registry: Arc<Registry>,
     chunks: Vec<Arc<Vec<StationState>>>,
     counts: Arc<HashMap<String, Counts>>,
+    active_flags: Arc<HashMap<String, u64>>,
 }
 
 fn state_of(c: &Coverage, i: usize) -> StationState {
@@ -142,6 +143,7 @@ impl Snapshot {
         coverage: &Coverage,
         flag_rules: FlagRules,
         registry: Arc<Registry>,
+        active_flags: Arc<HashMap<String, u64>>,
         now_ms: i64,
     ) -> Snapshot {
         let n = coverage.stations().len();
@@ -154,6 +156,7 @@ impl Snapshot {
                 .map(|k| chunk_of(coverage, k))
                 .collect(),
             counts: Arc::new(coverage.all_counts().clone()),
+            active_flags,
         }
     }
 
@@ -162,6 +165,7 @@ impl Snapshot {
         &self,
         coverage: &Coverage,
         registry: Arc<Registry>,
+        active_flags: Arc<HashMap<String, u64>>,
         changed: &HashSet<usize>,
         now_ms: i64,
     ) -> Snapshot {
@@ -188,7 +192,13 @@ impl Snapshot {
             registry,
             chunks,
             counts: Arc::new(coverage.all_counts().clone()),
+            active_flags,
         }
+    }
+
+    /// Open or acknowledged flags under a region code (`""` for all).
+    pub fn active_flags(&self, region: &str) -> u64 {
+        self.active_flags.get(region).copied().unwrap_or(0)
     }
 
     fn state_at(&self, i: u32) -> StationState {

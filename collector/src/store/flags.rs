@@ -187,14 +187,27 @@ pub fn list(
     limit: usize,
 ) -> Result<Vec<Flag>, StoreError> {
     let prefix = region.map(|r| r.replace('.', "")).unwrap_or_default();
-    let wanted: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
-    let placeholders = (0..wanted.len())
-        .map(|i| format!("?{}", i + 3))
-        .collect::<Vec<_>>()
-        .join(",");
+    let mut wanted: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+    // The active queue names its statuses literally, so the partial index `flags_queue`
+    // (already in queue order) can serve it.
+    let active = {
+        let mut w = wanted.clone();
+        w.sort_unstable();
+        w == ["acknowledged", "open"]
+    };
+    let filter = if active {
+        wanted.clear();
+        "status IN ('open', 'acknowledged')".to_string()
+    } else {
+        let placeholders = (0..wanted.len())
+            .map(|i| format!("?{}", i + 3))
+            .collect::<Vec<_>>()
+            .join(",");
+        format!("status IN ({placeholders})")
+    };
     let sql = format!(
         "SELECT {FLAG_COLUMNS} FROM flags
-         WHERE tps_code >= ?1 AND tps_code < ?1 || ':' AND status IN ({placeholders})
+         WHERE tps_code >= ?1 AND tps_code < ?1 || ':' AND {filter}
          ORDER BY CASE WHEN reason IN ('no_agent', 'offline') THEN 0 ELSE 1 END, since_ms, id
          LIMIT ?2"
     );

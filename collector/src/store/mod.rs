@@ -247,6 +247,11 @@ CREATE TABLE enroll_lockouts (
     until_ms  INTEGER NOT NULL,
     failures  INTEGER NOT NULL
 ) WITHOUT ROWID;
+-- The follow-up queue in its order (outages first, oldest first), active flags only: the
+-- first page is read from the index instead of sorting every active flag.
+CREATE INDEX flags_queue ON flags(
+    (CASE WHEN reason IN ('no_agent', 'offline') THEN 0 ELSE 1 END), since_ms, id
+) WHERE status IN ('open', 'acknowledged');
 "#,
 ];
 

@@ -142,22 +142,23 @@ pub fn revoke_agent(data_dir: &Path, agent_id: u64, reason: &str) -> Result<Stri
 
 /// Creates an operator and returns the token (shown once).
 pub fn add_operator(data_dir: &Path, name: &str, role: &str) -> Result<String, CommandError> {
-    let role = crate::operators::Role::parse(role).ok_or_else(|| {
+    let role = crate::store::operators::Role::parse(role).ok_or_else(|| {
         CommandError::Usage(format!("--role {role:?}: use viewer, operator or admin"))
     })?;
     let conn = store::open(data_dir, Synchronous::Full)?;
-    crate::operators::add(&conn, name, role, now_ms())
+    crate::store::operators::add(&conn, name, role, now_ms())
         .map_err(|e| CommandError::Usage(e.to_string()))
 }
 
 pub fn revoke_operator(data_dir: &Path, name: &str) -> Result<(), CommandError> {
     let conn = store::open(data_dir, Synchronous::Full)?;
-    crate::operators::revoke(&conn, name, now_ms()).map_err(|e| CommandError::Usage(e.to_string()))
+    crate::store::operators::revoke(&conn, name, now_ms())
+        .map_err(|e| CommandError::Usage(e.to_string()))
 }
 
 pub fn list_operators(data_dir: &Path) -> Result<Vec<(String, String, bool)>, CommandError> {
     let conn = store::open(data_dir, Synchronous::Full)?;
-    Ok(crate::operators::list(&conn)?)
+    Ok(crate::store::operators::list(&conn)?)
 }
 
 /// What `report weekly` was asked for (strings as typed; checked here).
@@ -200,7 +201,7 @@ pub fn weekly_report(
     let started = std::time::Instant::now();
     let mut conn = store::open(data_dir, Synchronous::Full)?;
     tracing::info!("bringing measurement rollups up to date");
-    let folded = crate::rollup::catch_up_all(&mut conn, &cfg.tz)?;
+    let folded = crate::sinks::rollup::catch_up_all(&mut conn, &cfg.tz)?;
     tracing::info!(measurements = folded, %week, "rollups current; computing the report");
     let report = report::make(&conn, &cfg.options(week, region, now))?;
     schedule::write_atomically(r.out, |w| report::render_to(&report, format, lang, w))?;

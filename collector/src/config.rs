@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::influx::InfluxConfig;
 use crate::report::schedule::ReportConfig;
+use crate::sinks::influx::InfluxConfig;
 use crate::store::Synchronous;
 
 /// A validated configuration.

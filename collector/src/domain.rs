@@ -257,6 +257,14 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Start of `date` in `tz`, in milliseconds since the epoch.
+pub fn midnight_ms(date: jiff::civil::Date, tz: &jiff::tz::TimeZone) -> i64 {
+    tz.to_ambiguous_zoned(date.to_datetime(jiff::civil::Time::midnight()))
+        .compatible()
+        .map(|z| z.timestamp().as_millisecond())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,6 @@ use tps_proto::v1::collector_server::CollectorServer;
 
 use crate::auth::CodeKey;
 use crate::config::Config;
-use crate::http::{self, AppState};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::state::facts::{Fact, Facts};
@@ -23,6 +22,7 @@ use crate::state::owner;
 use crate::store::readers::{READERS, Readers};
 use crate::store::writer::{Mirror, Writer};
 use crate::store::{self, StoreError};
+use crate::web::{self, AppState};
 
 /// How often revocations and registry imports made from the command line are picked up.
 const STORE_POLL: Duration = Duration::from_secs(1);
@@ -141,7 +141,7 @@ pub async fn run(
         registry_mark,
         stopped(stop_rx.clone()),
     ));
-    let rollup = tokio::spawn(crate::rollup::run(
+    let rollup = tokio::spawn(crate::sinks::rollup::run(
         writer.clone(),
         config.report.tz.clone(),
         config.report.rollup_every,
@@ -156,9 +156,9 @@ pub async fn run(
         ))
     });
     let influx = config.influx.clone().map(|ic| {
-        let status = Arc::new(crate::influx::SinkStatus::default());
+        let status = Arc::new(crate::sinks::influx::SinkStatus::default());
         tracing::info!(url = %ic.url, bucket = %ic.bucket, "InfluxDB sink on");
-        let task = tokio::spawn(crate::influx::run(
+        let task = tokio::spawn(crate::sinks::influx::run(
             ic,
             config.data_dir.clone(),
             status.clone(),
@@ -221,7 +221,7 @@ pub async fn run(
 
     // HTTP
     let http_addr = listeners.http.local_addr()?;
-    let app = http::router(
+    let app = web::router(
         AppState {
             live,
             metrics: metrics.clone(),

@@ -176,7 +176,7 @@ fn a_seeded_week_gives_exact_availability_outages_and_counts() {
     let start = seed(dir.path());
     let mut conn = store::open(dir.path(), Synchronous::Full).unwrap();
     let tz = jiff::tz::TimeZone::get("Asia/Jakarta").unwrap();
-    tps_collector::rollup::catch_up_all(&mut conn, &tz).unwrap();
+    tps_collector::sinks::rollup::catch_up_all(&mut conn, &tz).unwrap();
     let r = report::make(&conn, &options(start + 10 * D, None)).unwrap();
     assert!(r.complete);
     assert_eq!(r.start, "2026-11-02T00:00:00+07:00");

@@ -7,8 +7,8 @@ use jiff::tz::TimeZone;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rusqlite::{Connection, params};
+use tps_collector::hist::{self, Hist};
 use tps_collector::report::Week;
-use tps_collector::report::hist::{self, Hist};
 
 const MIN: i64 = 60_000;
 const HOUR: i64 = 60 * MIN;

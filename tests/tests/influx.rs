@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use tps_collector::influx::InfluxConfig;
+use tps_collector::sinks::influx::InfluxConfig;
 use tps_proto::v1 as pb;
 use tps_tests::victoria::{Series, VictoriaMetrics};
 use tps_tests::{Agent, TestCollector, eventually, kepri_registry, now_ms};

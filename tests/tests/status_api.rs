@@ -444,7 +444,10 @@ async fn the_openapi_document_describes_every_route() -> anyhow::Result<()> {
         .await?;
     assert_eq!(doc["openapi"], "3.0.3");
     let paths = doc["paths"].as_object().unwrap();
-    let src = include_str!("../../collector/src/api.rs");
+    let src = concat!(
+        include_str!("../../collector/src/web/api.rs"),
+        include_str!("../../collector/src/web/reports.rs")
+    );
     let routes: Vec<&str> = src
         .lines()
         .filter_map(|l| l.trim().strip_prefix(".route(\"")?.split('"').next())

@@ -8,9 +8,9 @@ use jiff::tz::TimeZone;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use super::hist::{self, Hist};
 use super::week::{Week, rfc3339};
 use super::{ReportError, SCHEMA};
+use crate::hist::{self, Hist};
 use crate::state::coverage::State;
 
 /// What to report on.

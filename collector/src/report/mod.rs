@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //! - [`week`]: ISO weeks and their bounds in the configured time zone.
-//! - [`hist`]: RTT and loss histograms (what [`crate::rollup`] stores per day).
+//! - [`hist`]: RTT and loss histograms (what [`crate::sinks::rollup`] stores per day).
 //! - [`compute`]: reads the store and computes a [`Report`] for one week.
 //! - [`html`], [`table`]: the HTML document and the CSV file; JSON is the [`Report`].
 //! - [`routes`]: `GET /api/v1/reports` (what was written) and
@@ -17,9 +17,7 @@
 //! agent's spool, so those two figures may grow by the late rounds of a backlog.
 
 pub mod compute;
-pub mod hist;
 pub mod html;
-pub mod routes;
 pub mod schedule;
 pub mod table;
 pub mod week;

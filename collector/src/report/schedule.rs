@@ -250,7 +250,7 @@ pub async fn make_due(
         return Ok(None);
     }
     let _turn = MAKING.acquire().await;
-    crate::rollup::catch_up_via(writer, &cfg.tz).await?;
+    crate::sinks::rollup::catch_up_via(writer, &cfg.tz).await?;
     let (dir, cfg) = (data_dir.to_path_buf(), cfg.clone());
     tokio::task::spawn_blocking(move || {
         let conn = open_read_only(&dir)?;

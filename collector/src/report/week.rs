@@ -1,5 +1,6 @@
 //! ISO weeks (`2026-W48`) and their boundaries in a time zone.
 
+use crate::domain::midnight_ms;
 use std::fmt;
 use std::str::FromStr;
 
@@ -81,14 +82,6 @@ pub fn requested(s: Option<&str>, now_ms: i64, tz: &TimeZone) -> Result<Week, Ba
         None | Some("last" | "previous") => Ok(Week::containing(now_ms, tz).previous()),
         Some(other) => other.parse(),
     }
-}
-
-/// Start of `date` in `tz`, in milliseconds since the epoch.
-pub fn midnight_ms(date: jiff::civil::Date, tz: &TimeZone) -> i64 {
-    tz.to_ambiguous_zoned(date.to_datetime(jiff::civil::Time::midnight()))
-        .compatible()
-        .map(|z| z.timestamp().as_millisecond())
-        .unwrap_or_default()
 }
 
 impl fmt::Display for Week {

@@ -3,6 +3,7 @@
 //! slows the writer rather than losing a fact.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 
@@ -60,16 +61,21 @@ pub enum Fact {
 pub struct Facts {
     tx: mpsc::Sender<Fact>,
     metrics: Arc<Metrics>,
+    /// Facts handed over so far (counted before each send): a reader that wants to see
+    /// its own change waits for a snapshot that has applied this many.
+    sent: Arc<AtomicU64>,
 }
 
 impl Facts {
     pub fn channel(metrics: Arc<Metrics>) -> (Facts, mpsc::Receiver<Fact>) {
         let (tx, rx) = mpsc::channel(CAPACITY);
-        (Facts { tx, metrics }, rx)
+        let sent = Arc::new(AtomicU64::new(0));
+        (Facts { tx, metrics, sent }, rx)
     }
 
     /// From a thread outside the runtime (the writer): waits for room.
     pub fn publish_blocking(&self, fact: Fact) {
+        self.sent.fetch_add(1, Ordering::SeqCst);
         if self.tx.blocking_send(fact).is_err() {
             // Only at shutdown, once the owner has stopped.
             self.metrics.facts_unheard.inc();
@@ -78,9 +84,15 @@ impl Facts {
 
     /// From a task: waits for room.
     pub async fn publish(&self, fact: Fact) {
+        self.sent.fetch_add(1, Ordering::SeqCst);
         if self.tx.send(fact).await.is_err() {
             self.metrics.facts_unheard.inc();
         }
+    }
+
+    /// Facts handed over so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::SeqCst)
     }
 
     /// Facts waiting for the owner.

@@ -100,6 +100,8 @@ pub struct Owner {
     /// Chunks of stations changed since the last snapshot.
     changed: HashSet<usize>,
     registry_changed: bool,
+    /// Facts applied so far.
+    applied: u64,
     last_publish: Instant,
     last_build: Duration,
     clock: Clock,
@@ -181,6 +183,7 @@ pub fn load(
             publish,
             changed: HashSet::new(),
             registry_changed: false,
+            applied: 0,
             last_publish: Instant::now(),
             last_build: Duration::ZERO,
             clock,
@@ -219,6 +222,7 @@ impl Owner {
                     }
                     self.look_at_clock(stall_limit);
                     let now = self.clock.now_ms();
+                    self.applied += n as u64;
                     for f in batch.drain(..) {
                         self.apply(f, now);
                     }
@@ -229,7 +233,7 @@ impl Owner {
                 self.publish_now();
             }
         }
-        if !self.changed.is_empty() || self.registry_changed {
+        if self.publish_delay().is_some() {
             self.publish_now();
         }
     }
@@ -237,7 +241,10 @@ impl Owner {
     /// When the next snapshot is due: `None` with nothing to show; otherwise spaced so
     /// building snapshots takes at most a fifth of the owner's time.
     fn publish_delay(&self) -> Option<Duration> {
-        if self.changed.is_empty() && !self.registry_changed {
+        if self.changed.is_empty()
+            && !self.registry_changed
+            && self.applied == self.snapshot.applied
+        {
             return None;
         }
         let spacing = (self.last_build * 4).min(MAX_PUBLISH_DELAY);
@@ -421,6 +428,7 @@ impl Owner {
             &changed,
             self.clock.now_ms(),
         );
+        self.snapshot.applied = self.applied;
         self.publish.send_replace(Arc::new(self.snapshot.clone()));
         self.last_build = started.elapsed();
         self.last_publish = Instant::now();

@@ -109,6 +109,8 @@ impl StationRow<'_> {
 pub struct Snapshot {
     /// Collector time of the picture.
     pub as_of_ms: i64,
+    /// Facts applied before it was taken.
+    pub applied: u64,
     pub rules: Rules,
     pub flag_rules: FlagRules,
     pub registry: Arc<Registry>,
@@ -149,6 +151,7 @@ impl Snapshot {
         let n = coverage.stations().len();
         Snapshot {
             as_of_ms: now_ms,
+            applied: 0,
             rules: coverage.rules,
             flag_rules,
             registry,
@@ -187,6 +190,7 @@ impl Snapshot {
         }
         Snapshot {
             as_of_ms: now_ms,
+            applied: self.applied,
             rules: coverage.rules,
             flag_rules: self.flag_rules,
             registry,

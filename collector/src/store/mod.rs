@@ -10,6 +10,7 @@
 
 pub mod flags;
 pub mod integrity;
+pub mod operators;
 pub mod readers;
 pub mod writer;
 

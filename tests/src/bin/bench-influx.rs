@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use tps_collector::influx::InfluxConfig;
+use tps_collector::sinks::influx::InfluxConfig;
 use tps_proto::v1::collector_client::CollectorClient;
 use tps_tests::stats::median;
 use tps_tests::victoria::VictoriaMetrics;

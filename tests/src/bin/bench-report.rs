@@ -105,7 +105,7 @@ fn main() -> anyhow::Result<()> {
         // Rounds of 30 s for as many agents as needed, through the rollup's own code.
         let mut conn = open_store(&data)?;
         let (start, _) = week.bounds(&cfg.tz);
-        tps_collector::rollup::catch_up_all(&mut conn, &cfg.tz)?;
+        tps_collector::sinks::rollup::catch_up_all(&mut conn, &cfg.tz)?;
         let tx = conn.transaction()?;
         {
             let mut st = tx.prepare(
@@ -128,7 +128,7 @@ fn main() -> anyhow::Result<()> {
         }
         tx.commit()?;
         let t = Instant::now();
-        let n = tps_collector::rollup::catch_up_all(&mut conn, &cfg.tz)?;
+        let n = tps_collector::sinks::rollup::catch_up_all(&mut conn, &cfg.tz)?;
         let s = t.elapsed().as_secs_f64();
         println!(
             "rollup: {n} measurements folded in {s:.2} s = {:.0} measurements/s",

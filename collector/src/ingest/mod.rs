@@ -2,19 +2,21 @@
 //! push (authenticate, validate at the edge, commit, acknowledge). What a commit changes
 //! in memory is done by the writer, so a cancelled call cannot skip it.
 
+pub mod wire;
+
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tonic::{Request, Response, Status};
 use tps_proto::v1 as pb;
 
+use self::wire::PushLimits;
 use crate::auth::{self, CodeKey, EnrollLimiter, Locked};
 use crate::config::Config;
 use crate::domain::{Push, TpsCode, now_ms};
 use crate::metrics::Metrics;
 use crate::state::live::{Live, TokenCheck};
 use crate::store::writer::{EnrollJob, EnrollOutcome, WriteError, Writer};
-use crate::wire::{self, PushLimits};
 
 /// Most distinct stations and peers whose wrong codes are remembered at once.
 const LIMITER_KEYS: usize = 100_000;

@@ -9,8 +9,8 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::report::hist::{self, Hist};
-use crate::report::week::midnight_ms;
+use crate::domain::midnight_ms;
+use crate::hist::{self, Hist};
 use crate::store::{self, StoreError, writer::Writer};
 
 /// The cursor's name in `sink_cursors`.

@@ -1,5 +1,5 @@
 //! Histograms of round RTT and loss: small enough to keep one per agent, target and day
-//! (see [`crate::rollup`]), mergeable, and good for percentiles to about 1 %.
+//! (see [`crate::sinks::rollup`]), mergeable, and good for percentiles to about 1 %.
 
 use std::collections::BTreeMap;
 

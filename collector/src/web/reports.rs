@@ -9,12 +9,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
-use super::schedule::{self, open_read_only};
-use super::{Format, Lang, ReportError, Week};
-use crate::api::{bad, region_param, require};
 use crate::domain::now_ms;
-use crate::http::{ApiError, AppState};
-use crate::operators::{Operator, Role};
+use crate::report::schedule::{self, open_read_only};
+use crate::report::{Format, Lang, ReportError, Week};
+use crate::store::operators::{Operator, Role};
+use crate::web::api::{bad, region_param, require};
+use crate::web::{ApiError, AppState};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -53,7 +53,7 @@ async fn list(State(s): State<AppState>, op: Operator) -> Result<Response, ApiEr
         "schedule": {
             "enabled": c.schedule,
             "time_zone": c.tz.iana_name().unwrap_or("UTC"),
-            "next_run": c.schedule.then(|| super::week::rfc3339(c.next_run(now), &c.tz)),
+            "next_run": c.schedule.then(|| crate::report::week::rfc3339(c.next_run(now), &c.tz)),
             "next_week": c.schedule.then(|| c.due_week(c.next_run(now)).to_string()),
         },
     }))
@@ -70,8 +70,9 @@ async fn weekly(
     require(&op, Role::Viewer)?;
     let now = now_ms();
     let cfg = s.report.clone();
-    let week: Week = super::week::requested(q.get("week").map(String::as_str), now, &cfg.tz)
-        .map_err(|e| bad("week", e))?;
+    let week: Week =
+        crate::report::week::requested(q.get("week").map(String::as_str), now, &cfg.tz)
+            .map_err(|e| bad("week", e))?;
     let format: Format = match q.get("format") {
         Some(f) => f.parse().map_err(|e: String| bad("format", e))?,
         None => Format::Html,
@@ -82,7 +83,7 @@ async fn weekly(
     };
     let region = region_param(&q)?;
     let _turn = schedule::MAKING.acquire().await;
-    crate::rollup::catch_up_via(&s.writer, &cfg.tz)
+    crate::sinks::rollup::catch_up_via(&s.writer, &cfg.tz)
         .await
         .map_err(ApiError::internal)?;
     let dir = s.data_dir.clone();
@@ -92,8 +93,8 @@ async fn weekly(
     };
     let body = tokio::task::spawn_blocking(move || {
         let conn = open_read_only(&dir)?;
-        let report = super::make(&conn, &cfg.options(week, region, now))?;
-        super::render(&report, format, lang)
+        let report = crate::report::make(&conn, &cfg.options(week, region, now))?;
+        crate::report::render(&report, format, lang)
     })
     .await
     .map_err(ApiError::internal)?

@@ -1,6 +1,10 @@
 //! The HTTP side (axum): health, Prometheus metrics, the dashboard page, and the
-//! status API mounted from [`crate::api`].
+//! status API mounted from [`crate::web::api`].
 //! Errors are JSON `{"error": "..."}` naming what was wrong.
+
+pub mod api;
+pub mod dashboard;
+pub mod reports;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,10 +20,10 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
-use crate::operators::Operator;
 use crate::state::facts::Facts;
 use crate::state::live::Live;
 use crate::state::snapshot::Snapshot;
+use crate::store::operators::Operator;
 use crate::store::{self, readers::Readers, writer::Writer};
 
 /// How long an operator-token check is reused (a revocation takes effect within this).
@@ -28,7 +32,8 @@ pub const OPERATOR_CACHE_TTL: Duration = Duration::from_secs(5);
 const OPERATOR_CACHE_MAX: usize = 10_000;
 /// A commit running longer than this means a stuck writer.
 const WRITER_STUCK_MS: i64 = 30_000;
-/// Below this much free space on the store's file system, `/healthz` is not ok.
+/// Below this much free space on the store's file system (or a twentieth of a smaller
+/// file system), `/healthz` is not ok.
 pub const FREE_SPACE_FLOOR: u64 = 256 * 1024 * 1024;
 
 /// Operator-token checks, by token hash, for a few seconds.
@@ -69,7 +74,7 @@ pub struct AppState {
     /// Read connections for registry lookups, series and flag lists.
     pub readers: Readers,
     /// The InfluxDB sink's state, when it is on.
-    pub influx: Option<Arc<crate::influx::SinkStatus>>,
+    pub influx: Option<Arc<crate::sinks::influx::SinkStatus>>,
     /// Coverage and the follow-up queue as last published by the state owner.
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
     /// For changes made through the API, published once committed.
@@ -87,8 +92,8 @@ pub struct AppState {
 pub fn router(state: AppState, edge: &crate::config::EdgeConfig) -> Router {
     let m = state.metrics.clone();
     let limited = Router::new()
-        .route("/", get(crate::dashboard::page))
-        .merge(crate::api::routes())
+        .route("/", get(crate::web::dashboard::page))
+        .merge(crate::web::api::routes())
         .fallback(not_found)
         .layer(
             tower::ServiceBuilder::new()
@@ -214,6 +219,15 @@ impl AppState {
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.borrow().clone()
     }
+
+    /// After a change made through the API: waits (briefly) until the published picture
+    /// includes it, so the caller's next read shows what it just did.
+    pub async fn caught_up(&self) {
+        let target = self.facts.sent();
+        let mut rx = self.snapshot.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(2), rx.wait_for(|s| s.applied >= target))
+            .await;
+    }
 }
 
 /// Runs a read against the store on a pooled connection.
@@ -224,10 +238,15 @@ pub async fn read<T: Send + 'static>(
     state.readers.read(f).await.map_err(ApiError::internal)
 }
 
-/// Bytes free for the collector on the file system of `dir`.
-pub fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+/// Bytes free for the collector on the file system of `dir`, and the floor below
+/// which that is too little.
+pub fn free_bytes(dir: &std::path::Path) -> Option<(u64, u64)> {
     let s = rustix::fs::statvfs(dir).ok()?;
-    Some(s.f_bavail.saturating_mul(s.f_frsize))
+    let total = s.f_blocks.saturating_mul(s.f_frsize);
+    Some((
+        s.f_bavail.saturating_mul(s.f_frsize),
+        FREE_SPACE_FLOOR.min(total / 20),
+    ))
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {
@@ -257,11 +276,11 @@ async fn healthz(State(state): State<AppState>) -> Response {
         ));
     }
     let free = free_bytes(&state.data_dir);
-    if let Some(f) = free.filter(|f| *f < FREE_SPACE_FLOOR) {
+    if let Some((f, floor)) = free.filter(|(f, floor)| f < floor) {
         problems.push(format!(
             "only {} MB free for the store (below {} MB)",
             f / 1_048_576,
-            FREE_SPACE_FLOOR / 1_048_576
+            floor / 1_048_576
         ));
     }
     let snap = state.snapshot();
@@ -270,7 +289,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
         "problems": problems,
         "store": match &store { Ok(_) => "ok".to_string(), Err(e) => e.1.clone() },
         "writer": w,
-        "free_bytes": free,
+        "free_bytes": free.map(|f| f.0),
         "write_queue": state.writer.queued(),
         "facts_queued": state.facts.queued(),
         "persist_backlog": state.metrics.persist_backlog.get(),

@@ -13,13 +13,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::domain::{RegionLevel, TpsCode, now_ms};
-use crate::http::{ApiError, AppState, read};
-use crate::operators::{self, Operator, Role};
 use crate::state::coverage::{Override, State as CovState};
 use crate::state::facts::Fact;
 use crate::state::flags::{self, ActError, FlagStatus, OperatorAction};
 use crate::state::snapshot::{Snapshot, StationRow};
 use crate::store;
+use crate::store::operators::{self, Operator, Role};
+use crate::web::{ApiError, AppState, read};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -38,7 +38,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/flags/{id}/resolve", post(resolve))
         .route("/api/v1/agents/{id}/revoke", post(revoke_agent))
         .route("/api/v1/me", get(me))
-        .merge(crate::report::routes::routes())
+        .merge(crate::web::reports::routes())
 }
 
 pub(crate) fn bad(param: &str, problem: impl std::fmt::Display) -> ApiError {
@@ -500,6 +500,7 @@ async fn set_override(
         })
         .await
         .map_err(ApiError::internal)?;
+    s.caught_up().await;
     Ok(Json(json!({ "tps_code": tps, "override": o })))
 }
 
@@ -635,6 +636,7 @@ async fn act(
         }
         Err(ActError::Store(e)) => return Err(ApiError::internal(e)),
     };
+    s.caught_up().await;
     Ok(Json(
         serde_json::to_value(&flag).map_err(ApiError::internal)?,
     ))
@@ -744,6 +746,7 @@ async fn revoke_agent(
             }
             other => ApiError::internal(other),
         })?;
+    s.caught_up().await;
     Ok(Json(
         json!({ "agent_id": id, "tps_code": tps, "revoked": true }),
     ))

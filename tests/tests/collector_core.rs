@@ -328,7 +328,16 @@ async fn edge_cases_are_refused_by_field_and_errors_stay_json() -> anyhow::Resul
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    assert_eq!(status, "3", "INVALID_ARGUMENT, not INTERNAL (13)");
+    let message = r
+        .headers()
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    assert_eq!(
+        status, "3",
+        "INVALID_ARGUMENT, not INTERNAL (13): {message}"
+    );
     eventually(WAIT, "the decode error counted", || async {
         (c.metric("tps_decode_errors_total{port=\"grpc\"}")
             .await
@@ -336,6 +345,109 @@ async fn edge_cases_are_refused_by_field_and_errors_stay_json() -> anyhow::Resul
             >= 1.0)
             .then_some(())
     })
+    .await?;
+    c.stop().await
+}
+
+/// A client whose connections come from `ip` (any 127.0.0.0/8 address is loopback).
+async fn client_from(
+    c: &TestCollector,
+    ip: &str,
+) -> anyhow::Result<tps_proto::v1::collector_client::CollectorClient<tonic::transport::Channel>> {
+    let ch = tonic::transport::Endpoint::from_shared(c.endpoint())?
+        .local_address(Some(ip.parse()?))
+        .connect()
+        .await?;
+    Ok(tps_proto::v1::collector_client::CollectorClient::new(ch))
+}
+
+fn enroll_req(tps: &str, code: &str) -> tps_proto::v1::EnrollRequest {
+    tps_proto::v1::EnrollRequest {
+        tps_code: tps.into(),
+        enrollment_code: code.into(),
+        agent: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_is_limited_at_the_guesser_and_remembered_across_a_restart() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    tps_collector::commands::import_stations(&data, &small_registry(dir.path(), 5)?)?;
+    let mut c = TestCollector::start(&data).await?;
+    let codes = c.codes("21")?;
+    let (tps, right) = codes[0].clone();
+
+    // 200 wrong codes at once from one address: only the limit (5) is evaluated.
+    let attacker = client_from(&c, "127.0.0.2").await?;
+    let tries = (0..200).map(|_| {
+        let mut a = attacker.clone();
+        let req = enroll_req(&tps, "WXYZ-WXYZ");
+        tokio::spawn(async move { a.enroll(req).await.map(|_| ()) })
+    });
+    let mut evaluated = 0;
+    let mut limited = 0;
+    for t in tries {
+        match t.await? {
+            Err(e) if e.code() == tonic::Code::PermissionDenied => evaluated += 1,
+            Err(e) if e.code() == tonic::Code::ResourceExhausted => limited += 1,
+            other => anyhow::bail!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!((evaluated, limited), (5, 195));
+
+    // The station's technician, on another address, still enrolls with the right code.
+    let mut technician = client_from(&c, "127.0.0.3").await?;
+    technician.enroll(enroll_req(&tps, &right)).await?;
+
+    // The guesser's lockout was stored: after a restart it still holds.
+    c.halt().await?;
+    let c = TestCollector::start_on(&data, c.grpc, c.http, |_| {}).await?;
+    let mut attacker = client_from(&c, "127.0.0.2").await?;
+    let e = attacker
+        .enroll(enroll_req(&codes[1].0, "WXYZ-WXYZ"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        tonic::Code::PermissionDenied,
+        "other stations: still evaluated"
+    );
+    let e = attacker
+        .enroll(enroll_req(&tps, "WXYZ-WXYZ"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{}", e.message());
+    c.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_operator_token_stops_working_within_seconds() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    tps_collector::commands::import_stations(&data, &small_registry(dir.path(), 5)?)?;
+    let c = TestCollector::start(&data).await?;
+    let token = tps_collector::commands::add_operator(&data, "ani", "viewer")?;
+    let get = |t: String| {
+        let url = c.url("/api/v1/summary");
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(t)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    };
+    assert_eq!(get(token.clone()).await?, 200);
+    // Revoked from the command line (another process writing the store).
+    tps_collector::commands::revoke_operator(&data, "ani")?;
+    eventually(
+        Duration::from_secs(10),
+        "the revoked token refused",
+        || async { (get(token.clone()).await.ok()? == 401).then_some(()) },
+    )
     .await?;
     c.stop().await
 }

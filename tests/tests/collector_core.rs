@@ -214,6 +214,29 @@ async fn a_station_imported_while_running_is_credited_as_soon_as_its_agent_enrol
         found["stations"][0]["village"], "Desa Baru Sekali",
         "{found}"
     );
+
+    // Through the API: counted as soon as the import answers.
+    let put = |body: String| {
+        reqwest::Client::new()
+            .put(c.url("/api/v1/stations"))
+            .bearer_auth(&c.token)
+            .header("content-type", "text/csv")
+            .body(body)
+            .send()
+    };
+    let r = put(std::fs::read_to_string(small_registry(dir.path(), 25)?)?).await?;
+    assert_eq!(r.status().as_u16(), 200);
+    let (_, sum) = c.get_json("/api/v1/summary").await?;
+    assert_eq!(sum["total"], 25, "{sum}");
+    // A bad row refuses the whole file, naming the line.
+    let mut bad = std::fs::read_to_string(small_registry(dir.path(), 30)?)?;
+    bad.push_str("2101041005999,999,21.01.04.1005,X,Y,Z,W,north,104.5,10\n");
+    let r = put(bad).await?;
+    assert_eq!(r.status().as_u16(), 400);
+    let e: Value = r.json().await?;
+    assert!(e["error"].as_str().unwrap().contains("line 32"), "{e}");
+    let (_, sum) = c.get_json("/api/v1/summary").await?;
+    assert_eq!(sum["total"], 25, "nothing written: {sum}");
     c.stop().await
 }
 

@@ -17,11 +17,17 @@ pub const CHUNK: usize = 4096;
 #[derive(Debug, Clone)]
 pub struct StationInfo {
     pub tps_code: TpsCode,
-    pub village: Box<str>,
-    /// Lowercased village name, for search.
-    village_lc: Box<str>,
+    /// Position in [`Registry::villages`] (about ten stations share a village).
+    village: u32,
     pub lat: Option<f64>,
     pub lon: Option<f64>,
+}
+
+/// A village's name, as written and lowercased for search.
+#[derive(Debug, Clone)]
+struct Village {
+    name: Box<str>,
+    lowercase: Box<str>,
 }
 
 /// The registry in the owner's order (the order coverage keeps), with a code index and
@@ -34,6 +40,9 @@ pub struct Registry {
     pub order: Vec<u32>,
     /// Region code → name (`21.71` → `Kota Batam`).
     pub region_names: HashMap<String, String>,
+    villages: Vec<Village>,
+    /// Village code (the TPS code's first ten digits) → position in `villages`.
+    village_index: HashMap<[u8; 10], u32>,
 }
 
 impl Registry {
@@ -49,10 +58,32 @@ impl Registry {
                 self.region_names
                     .insert(st.tps_code.region(level), name.clone());
             }
+            let mut key = [0u8; 10];
+            key.copy_from_slice(&st.tps_code.as_str().as_bytes()[..10]);
+            let village = match self.village_index.get(&key) {
+                Some(&v) => {
+                    let known = &mut self.villages[v as usize];
+                    if *known.name != *st.village {
+                        *known = Village {
+                            name: st.village.clone().into(),
+                            lowercase: st.village.to_lowercase().into(),
+                        };
+                    }
+                    v
+                }
+                None => {
+                    let v = self.villages.len() as u32;
+                    self.villages.push(Village {
+                        name: st.village.clone().into(),
+                        lowercase: st.village.to_lowercase().into(),
+                    });
+                    self.village_index.insert(key, v);
+                    v
+                }
+            };
             let info = StationInfo {
                 tps_code: st.tps_code,
-                village: st.village.clone().into(),
-                village_lc: st.village.to_lowercase().into(),
+                village,
                 lat: st.lat,
                 lon: st.lon,
             };
@@ -76,6 +107,11 @@ impl Registry {
     pub fn name(&self, region: &str) -> Option<&str> {
         self.region_names.get(region).map(String::as_str)
     }
+
+    /// The village name of a station.
+    pub fn village(&self, info: &StationInfo) -> &str {
+        &self.villages[info.village as usize].name
+    }
 }
 
 /// A station's coverage in a snapshot.
@@ -93,9 +129,13 @@ pub struct StationState {
 pub struct StationRow<'a> {
     pub info: &'a StationInfo,
     pub state: StationState,
+    registry: &'a Registry,
 }
 
 impl StationRow<'_> {
+    pub fn village(&self) -> &str {
+        self.registry.village(self.info)
+    }
     pub fn regency(&self) -> String {
         self.info.tps_code.region(RegionLevel::Regency)
     }
@@ -215,6 +255,7 @@ impl Snapshot {
         Some(StationRow {
             info: &self.registry.stations[i as usize],
             state: self.state_at(i),
+            registry: &self.registry,
         })
     }
 
@@ -223,6 +264,7 @@ impl Snapshot {
         self.registry.order.iter().map(|&i| StationRow {
             info: &self.registry.stations[i as usize],
             state: self.state_at(i),
+            registry: &self.registry,
         })
     }
 
@@ -241,8 +283,9 @@ impl Snapshot {
     }
 
     /// A search for `needle` (lowercase): matches a TPS code prefix, the village name or
-    /// the district name. Returns a matcher that is cheap per station.
-    pub fn matcher(&self, needle: &str) -> impl Fn(&StationRow<'_>) -> bool {
+    /// the district name. Names are matched once per village and district, so the
+    /// matcher is a lookup per station.
+    pub fn matcher(&self, needle: &str) -> impl Fn(&StationRow<'_>) -> bool + use<> {
         let districts: HashSet<String> = self
             .registry
             .region_names
@@ -250,10 +293,16 @@ impl Snapshot {
             .filter(|(code, name)| code.len() == 8 && name.to_lowercase().contains(needle))
             .map(|(code, _)| code.replace('.', ""))
             .collect();
+        let villages: Vec<bool> = self
+            .registry
+            .villages
+            .iter()
+            .map(|v| v.lowercase.contains(needle))
+            .collect();
         let needle = needle.to_string();
         move |row: &StationRow<'_>| {
             row.info.tps_code.as_str().starts_with(needle.as_str())
-                || row.info.village_lc.contains(needle.as_str())
+                || villages[row.info.village as usize]
                 || (!districts.is_empty() && districts.contains(&row.info.tps_code.as_str()[..6]))
         }
     }

@@ -187,7 +187,19 @@ pub fn list(
     limit: usize,
 ) -> Result<Vec<Flag>, StoreError> {
     let prefix = region.map(|r| r.replace('.', "")).unwrap_or_default();
-    let mut wanted: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+    let (sql, wanted) = list_sql(statuses, prefix.is_empty());
+    let mut st = conn.prepare(&sql)?;
+    let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(prefix), Box::new(limit as i64)];
+    for w in wanted {
+        args.push(Box::new(w.to_string()));
+    }
+    let rows = st.query_map(rusqlite::params_from_iter(args.iter()), flag_from_row)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The list query (`?1` region prefix, `?2` limit, then the statuses it returns).
+fn list_sql(statuses: &[FlagStatus], everywhere: bool) -> (String, Vec<&'static str>) {
+    let mut wanted: Vec<&'static str> = statuses.iter().map(|s| s.as_str()).collect();
     // The active queue names its statuses literally, so the partial index `flags_queue`
     // (already in queue order) can serve it.
     let active = {
@@ -205,19 +217,28 @@ pub fn list(
             .join(",");
         format!("status IN ({placeholders})")
     };
-    let sql = format!(
-        "SELECT {FLAG_COLUMNS} FROM flags
-         WHERE tps_code >= ?1 AND tps_code < ?1 || ':' AND {filter}
-         ORDER BY CASE WHEN reason IN ('no_agent', 'offline') THEN 0 ELSE 1 END, since_ms, id
-         LIMIT ?2"
-    );
-    let mut st = conn.prepare(&sql)?;
-    let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(prefix), Box::new(limit as i64)];
-    for w in wanted {
-        args.push(Box::new(w.to_string()));
-    }
-    let rows = st.query_map(rusqlite::params_from_iter(args.iter()), flag_from_row)?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    // Without a region, no range on the code: the queue index then serves the order.
+    let range = if everywhere {
+        "?1 = ''"
+    } else {
+        "tps_code >= ?1 AND tps_code < ?1 || ':'"
+    };
+    // The planner prefers the status index and a sort of every active flag (130 ms at
+    // national scale); the queue index gives the first page in order.
+    let index = if active && everywhere {
+        " INDEXED BY flags_queue"
+    } else {
+        ""
+    };
+    (
+        format!(
+            "SELECT {FLAG_COLUMNS} FROM flags{index}
+             WHERE {range} AND {filter}
+             ORDER BY CASE WHEN reason IN ('no_agent', 'offline') THEN 0 ELSE 1 END, since_ms, id
+             LIMIT ?2"
+        ),
+        wanted,
+    )
 }
 
 /// How many flags are in a status set under a region prefix.
@@ -360,4 +381,29 @@ pub fn act(
         .map_err(StoreError::from)?
         .query_row([id], flag_from_row)
         .map_err(StoreError::from)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_page_of_the_active_queue_is_read_from_its_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = super::super::open(dir.path(), super::super::Synchronous::Normal).unwrap();
+        let (sql, _) = list_sql(&[FlagStatus::Open, FlagStatus::Acknowledged], true);
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map(params!["", 100], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let plan = plan.join("; ");
+        assert!(plan.contains("flags_queue"), "{plan}");
+        assert!(
+            !plan.contains("TEMP B-TREE"),
+            "no sort of every active flag: {plan}"
+        );
+    }
 }

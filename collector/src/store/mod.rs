@@ -329,9 +329,22 @@ pub fn import_stations(
     conn: &mut Connection,
     stations: &[Station],
     now_ms: i64,
-    mut progress: impl FnMut(u64),
+    progress: impl FnMut(u64),
 ) -> Result<ImportSummary, StoreError> {
     let tx = conn.transaction()?;
+    let s = import_stations_in(&tx, stations, now_ms, progress)?;
+    tx.commit()?;
+    Ok(s)
+}
+
+/// [`import_stations`] inside a transaction the caller commits (the writer's, for an
+/// import through the API).
+pub fn import_stations_in(
+    tx: &rusqlite::Transaction<'_>,
+    stations: &[Station],
+    now_ms: i64,
+    mut progress: impl FnMut(u64),
+) -> Result<ImportSummary, StoreError> {
     let mut s = ImportSummary {
         inserted: 0,
         updated: 0,
@@ -394,7 +407,6 @@ pub fn import_stations(
             [],
         )?;
     }
-    tx.commit()?;
     progress(stations.len() as u64);
     Ok(s)
 }

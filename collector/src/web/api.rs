@@ -26,7 +26,12 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/summary", get(summary))
         .route("/api/v1/regions", get(regions))
-        .route("/api/v1/stations", get(stations))
+        .route(
+            "/api/v1/stations",
+            get(stations)
+                .put(import_stations)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_REGISTRY_BYTES)),
+        )
         .route("/api/v1/stations/{tps_code}", get(station))
         .route("/api/v1/stations/{tps_code}/series", get(series))
         .route("/api/v1/stations/{tps_code}/override", put(set_override))
@@ -209,7 +214,7 @@ fn station_row(m: &Snapshot, st: &StationRow<'_>) -> Value {
     let (district, regency) = (st.district(), st.regency());
     json!({
         "tps_code": st.info.tps_code,
-        "village": &*st.info.village,
+        "village": st.village(),
         "district": m.registry.name(&district),
         "district_code": district,
         "regency": m.registry.name(&regency),
@@ -317,6 +322,50 @@ async fn stations(
     Ok(Json(
         json!({ "stations": out, "matching": matching, "next_cursor": next }),
     ))
+}
+
+/// Largest registry accepted through the API (the national file is about 80 MB).
+const MAX_REGISTRY_BYTES: usize = 256 * 1024 * 1024;
+
+/// `PUT /api/v1/stations` (admin, `text/csv`): imports a registry as `import-stations`
+/// does (validated whole first; nothing is written if a row is bad), in the writer's
+/// transaction; the live view and coverage have the stations once it answers.
+async fn import_stations(
+    State(s): State<AppState>,
+    op: Operator,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    require(&op, Role::Admin)?;
+    let stations =
+        tokio::task::spawn_blocking(move || crate::registry::parse(&body[..], 100_000, |_| {}))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|e| bad("body", e))?;
+    let n = stations.len();
+    let by = op.name.clone();
+    let summary = s
+        .writer
+        .exec_publishing(move |tx| {
+            let summary = store::import_stations_in(tx, &stations, now_ms(), |_| {})?;
+            Ok((summary, vec![Fact::Stations(stations)]))
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    s.caught_up().await;
+    tracing::info!(
+        by = %by,
+        stations = n,
+        inserted = summary.inserted,
+        updated = summary.updated,
+        "station registry imported through the API"
+    );
+    Ok(Json(json!({
+        "stations": n,
+        "inserted": summary.inserted,
+        "updated": summary.updated,
+        "unchanged": summary.unchanged,
+        "not_in_file": summary.not_in_file,
+    })))
 }
 
 async fn station(
@@ -574,7 +623,7 @@ async fn list_flags(
             let st = tps.as_ref().and_then(|t| m.station(t));
             let name = |code: String| m.registry.name(&code).map(str::to_string);
             FlagRow {
-                village: st.map(|x| x.info.village.to_string()),
+                village: st.map(|x| x.village().to_string()),
                 district: st.and_then(|x| name(x.district())),
                 regency: st.and_then(|x| name(x.regency())),
                 state: st.map(|x| x.state.state),

@@ -19,6 +19,8 @@ pub struct StationInfo {
     pub tps_code: TpsCode,
     /// Position in [`Registry::villages`] (about ten stations share a village).
     village: u32,
+    /// Position in [`Registry::districts`].
+    district: u32,
     pub lat: Option<f64>,
     pub lon: Option<f64>,
 }
@@ -43,6 +45,9 @@ pub struct Registry {
     villages: Vec<Village>,
     /// Village code (the TPS code's first ten digits) → position in `villages`.
     village_index: HashMap<[u8; 10], u32>,
+    /// Dotted district codes (`21.71.01`), and the index by the TPS code's first six digits.
+    districts: Vec<String>,
+    district_index: HashMap<[u8; 6], u32>,
 }
 
 impl Registry {
@@ -81,9 +86,22 @@ impl Registry {
                     v
                 }
             };
+            let mut dkey = [0u8; 6];
+            dkey.copy_from_slice(&key[..6]);
+            let district = match self.district_index.get(&dkey) {
+                Some(&d) => d,
+                None => {
+                    let d = self.districts.len() as u32;
+                    self.districts
+                        .push(st.tps_code.region(RegionLevel::District));
+                    self.district_index.insert(dkey, d);
+                    d
+                }
+            };
             let info = StationInfo {
                 tps_code: st.tps_code,
                 village,
+                district,
                 lat: st.lat,
                 lon: st.lon,
             };
@@ -286,12 +304,15 @@ impl Snapshot {
     /// the district name. Names are matched once per village and district, so the
     /// matcher is a lookup per station.
     pub fn matcher(&self, needle: &str) -> impl Fn(&StationRow<'_>) -> bool + use<> {
-        let districts: HashSet<String> = self
+        let districts: Vec<bool> = self
             .registry
-            .region_names
+            .districts
             .iter()
-            .filter(|(code, name)| code.len() == 8 && name.to_lowercase().contains(needle))
-            .map(|(code, _)| code.replace('.', ""))
+            .map(|code| {
+                self.registry
+                    .name(code)
+                    .is_some_and(|n| n.to_lowercase().contains(needle))
+            })
             .collect();
         let villages: Vec<bool> = self
             .registry
@@ -303,7 +324,7 @@ impl Snapshot {
         move |row: &StationRow<'_>| {
             row.info.tps_code.as_str().starts_with(needle.as_str())
                 || villages[row.info.village as usize]
-                || (!districts.is_empty() && districts.contains(&row.info.tps_code.as_str()[..6]))
+                || districts[row.info.district as usize]
         }
     }
 }

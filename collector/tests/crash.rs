@@ -3,9 +3,8 @@
 //! acknowledged must be there. And SIGTERM drains: every push answered OK is stored.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -13,6 +12,8 @@ use std::time::Duration;
 use tonic::transport::Channel;
 use tps_proto::v1 as pb;
 use tps_proto::v1::collector_client::CollectorClient;
+
+mod support;
 
 const AGENTS: usize = 4;
 const BATCH: u64 = 50;
@@ -29,28 +30,9 @@ fn start(dir: &Path) -> anyhow::Result<Proc> {
         &cfg,
         "[grpc]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[tls]\nplaintext = true\n[store]\ndata_dir = \"data\"\n",
     )?;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tps-collector"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let stderr = child.stderr.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !sent && let Some(rest) = line.split("grpc_addr=").nth(1) {
-                let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                let _ = tx.send(addr);
-                sent = true;
-            }
-        }
-    });
-    let grpc = rx
-        .recv_timeout(Duration::from_secs(30))
-        .map_err(|_| anyhow::anyhow!("collector did not report its address within 30 s"))?;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tps-collector"));
+    cmd.args(["serve", "--config"]).arg(&cfg);
+    let (child, grpc, _) = support::spawn(cmd)?;
     Ok(Proc {
         child,
         grpc: format!("http://{grpc}"),

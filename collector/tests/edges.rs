@@ -3,14 +3,16 @@
 //! started with only 300 file descriptors while hundreds of clients connect and say
 //! nothing (they must not stop either port).
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use serde_json::Value;
 use tps_proto::v1 as pb;
 use tps_proto::v1::collector_client::CollectorClient;
+
+mod support;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -69,33 +71,8 @@ fn start(dir: &Path, edge: &str, extra: &str, nofile: Option<u32>) -> anyhow::Re
         }
         None => Command::new(bin),
     };
-    let mut child = cmd
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let stderr = child.stderr.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !sent
-                && let (Some(g), Some(h)) = (
-                    line.split("grpc_addr=").nth(1),
-                    line.split("http_addr=").nth(1),
-                )
-            {
-                let first = |s: &str| s.split_whitespace().next().unwrap_or("").to_string();
-                let _ = tx.send((first(g), first(h)));
-                sent = true;
-            }
-        }
-    });
-    let (grpc, http) = rx
-        .recv_timeout(WAIT)
-        .map_err(|_| anyhow::anyhow!("the collector did not report its addresses"))?;
+    cmd.args(["serve", "--config"]).arg(&cfg);
+    let (child, grpc, http) = support::spawn(cmd)?;
     Ok(Proc {
         child,
         grpc,

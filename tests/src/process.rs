@@ -144,3 +144,45 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     });
     ticks.unwrap_or(0.0) / per_sec
 }
+
+/// A store ready for a benchmark, made with the collector binary's own commands: the
+/// registry imported (its time printed), a viewer operator, enrollment codes for
+/// `region`. Returns the operator's token and the (tps_code, code) pairs.
+pub fn prepare_store(
+    bin: &Path,
+    data: &Path,
+    registry: &Path,
+    region: &str,
+) -> anyhow::Result<(String, Vec<(String, String)>)> {
+    let run = |a: &[&str]| -> anyhow::Result<String> {
+        let out = Command::new(bin)
+            .args(a)
+            .arg("--data-dir")
+            .arg(data)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    let t = std::time::Instant::now();
+    run(&["import-stations", registry.to_str().unwrap_or_default()])?;
+    println!("import: {:.1} s", t.elapsed().as_secs_f64());
+    let token = run(&["operator", "add", "bench", "--role", "viewer"])?
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let codes_file = data.with_extension("codes.csv");
+    run(&[
+        "enroll-codes",
+        "--region",
+        region,
+        "--out",
+        codes_file.to_str().unwrap_or_default(),
+    ])?;
+    Ok((token, crate::read_codes(&codes_file)?))
+}

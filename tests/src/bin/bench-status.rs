@@ -6,15 +6,14 @@
 //! `cargo build --release -p tps-collector && cargo run --release -p tps-tests --bin bench-status -- --collector-bin target/release/tps-collector --registry /tmp/national.csv`
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use tps_proto::v1 as pb;
 use tps_proto::v1::collector_client::CollectorClient;
-use tps_tests::process::{CollectorProcess, status_mb};
+use tps_tests::process::{CollectorProcess, prepare_store, status_mb};
 use tps_tests::stats::{median, percentile};
-use tps_tests::{eventually, measurement, now_ms, push_request, read_codes};
+use tps_tests::{eventually, measurement, now_ms, push_request};
 
 #[derive(Parser)]
 struct Args {
@@ -36,40 +35,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
-    let run = |a: &[&str]| -> anyhow::Result<String> {
-        let out = Command::new(&args.collector_bin)
-            .args(a)
-            .arg("--data-dir")
-            .arg(&data)
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).to_string())
-    };
-    let t = Instant::now();
-    run(&[
-        "import-stations",
-        args.registry.to_str().unwrap_or_default(),
-    ])?;
-    println!("import: {:.1} s", t.elapsed().as_secs_f64());
-    let token = run(&["operator", "add", "bench", "--role", "viewer"])?
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    let codes_file = dir.path().join("codes.csv");
-    run(&[
-        "enroll-codes",
-        "--region",
-        "21",
-        "--out",
-        codes_file.to_str().unwrap_or_default(),
-    ])?;
-    let codes = read_codes(&codes_file)?;
+    let (token, codes) = prepare_store(&args.collector_bin, &data, &args.registry, "21")?;
 
     let started = Instant::now();
     let collector =

@@ -3,17 +3,18 @@
 //! counted, so a collector can show how many malformed requests it was sent.
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, Ordering};
+// `AtomicUsize`, not `AtomicU64`: 32-bit MIPS routers have no 64-bit atomics.
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tonic::Status;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
-static DECODE_ERRORS: AtomicU64 = AtomicU64::new(0);
+static DECODE_ERRORS: AtomicUsize = AtomicUsize::new(0);
 
 /// Messages this process could not decode since it started.
 pub fn decode_errors() -> u64 {
-    DECODE_ERRORS.load(Ordering::Relaxed)
+    DECODE_ERRORS.load(Ordering::Relaxed) as u64
 }
 
 #[derive(Debug, Clone)]

@@ -172,6 +172,13 @@ pub struct Attempt {
     station: String,
 }
 
+impl Attempt {
+    /// The windows a right code ends (the station's, and this peer's on it).
+    pub fn ended_by_success(&self) -> [String; 2] {
+        [self.station.clone(), self.pair.clone()]
+    }
+}
+
 /// A window that just reached its limit, to record and log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lockout {

@@ -249,7 +249,16 @@ impl pb::collector_server::Collector for Ingest {
             }
             EnrollOutcome::Enrolled { agent_id } => {
                 // The writer has put the token in the live view and told the state owner.
+                let ended = attempt.ended_by_success();
                 self.limiter().succeed(attempt);
+                // A lockout of this station recorded earlier ends with it.
+                if let Err(e) = self
+                    .writer
+                    .exec(move |tx| crate::store::clear_enroll_lockouts(tx, &ended))
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot clear the station's stored lockout");
+                }
                 self.metrics.enrollment("enrolled");
                 tracing::info!(%tps_code, agent_id, %peer, "agent enrolled");
                 Ok(Response::new(pb::EnrollResponse {

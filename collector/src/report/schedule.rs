@@ -228,11 +228,7 @@ fn written(data_dir: &Path, week: Week) -> bool {
 /// Whether any station existed before the end of `week` (nothing to report otherwise).
 fn has_stations(conn: &Connection, cfg: &ReportConfig, week: Week) -> Result<bool, ReportError> {
     let (_, end) = week.bounds(&cfg.tz);
-    Ok(conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM stations WHERE created_ms < ?1)",
-        [end],
-        |r| r.get(0),
-    )?)
+    Ok(crate::store::stations_before(conn, end)?)
 }
 
 /// One report is made at a time in the running collector: a national one holds about

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
 
 use crate::domain::midnight_ms;
 use crate::hist::{self, Hist};
@@ -62,57 +62,33 @@ pub fn catch_up(conn: &Connection, tz: &TimeZone, limit: usize) -> Result<usize,
     let mut days = Days::new(tz);
     let mut last = after;
     let mut n = 0;
-    {
-        let mut st = conn.prepare_cached(
-            "SELECT id, agent_id, target_name, start_ms, sent, received, rtt_avg_ms
-             FROM measurements WHERE id > ?1 ORDER BY id LIMIT ?2",
-        )?;
-        let mut rows = st.query(params![after, limit as i64])?;
-        while let Some(r) = rows.next()? {
-            last = r.get(0)?;
-            n += 1;
-            let day = days.day_of(r.get(3)?);
-            let sent: u32 = r.get(4)?;
-            let received: u32 = r.get(5)?;
-            let rtt: Option<f64> = r.get(6)?;
-            let a = acc.entry((day, r.get(1)?, r.get(2)?)).or_default();
-            a.rounds += 1;
-            a.loss.add(hist::loss_bucket(sent, received), 1);
-            if let Some(rtt) = rtt.filter(|_| received > 0) {
-                a.rtt.add(hist::rtt_bucket(rtt), 1);
-            }
+    store::rollups::rounds_after(conn, after, limit, |r| {
+        last = r.id;
+        n += 1;
+        let day = days.day_of(r.start_ms);
+        let a = acc.entry((day, r.agent_id, r.target_name)).or_default();
+        a.rounds += 1;
+        a.loss.add(hist::loss_bucket(r.sent, r.received), 1);
+        if let Some(rtt) = r.rtt_avg_ms.filter(|_| r.received > 0) {
+            a.rtt.add(hist::rtt_bucket(rtt), 1);
         }
-    }
+    })?;
     if n == 0 {
         return Ok(0);
     }
-    let mut get = conn.prepare_cached(
-        "SELECT rounds, rtt_hist, loss_hist FROM daily_rollups
-         WHERE day_ms = ?1 AND agent_id = ?2 AND target_name = ?3",
-    )?;
-    let mut put = conn.prepare_cached(
-        "INSERT OR REPLACE INTO daily_rollups (day_ms, agent_id, target_name, rounds, rtt_hist, loss_hist)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?;
     for ((day, agent, target), mut a) in acc {
-        let old: Option<(u32, Vec<u8>, Vec<u8>)> = get
-            .query_row(params![day, agent, target], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .optional()?;
-        if let Some((rounds, rtt, loss)) = old {
+        if let Some((rounds, rtt, loss)) = store::rollups::get(conn, day, agent, &target)? {
             a.rounds += rounds;
             a.rtt.merge_encoded(&rtt);
             a.loss.merge_encoded(&loss);
         }
-        put.execute(params![
+        store::rollups::put(
+            conn,
             day,
             agent,
-            target,
-            a.rounds,
-            a.rtt.encode(),
-            a.loss.encode()
-        ])?;
+            &target,
+            &(a.rounds, a.rtt.encode(), a.loss.encode()),
+        )?;
     }
     store::set_sink_cursor(conn, CURSOR, last)?;
     Ok(n)
@@ -193,7 +169,7 @@ mod tests {
                 "INSERT INTO measurements (agent_id, seq, start_ms, target_name, target_address,
                  method, sent, received, rtt_avg_ms, received_ms)
                  VALUES (1, ?1, ?2, 'gw', '10.0.0.1', 'icmp', 10, ?3, ?4, ?2)",
-                params![seq, start, received, rtt],
+                rusqlite::params![seq, start, received, rtt],
             )
             .unwrap();
         };

@@ -12,6 +12,7 @@ pub mod flags;
 pub mod integrity;
 pub mod operators;
 pub mod readers;
+pub mod rollups;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -461,6 +462,21 @@ pub fn revoke_agent(
     .ok_or_else(|| StoreError::NotFound(format!("no agent with id {agent_id}")))
 }
 
+/// A trivial read: the store answers.
+pub fn ping(conn: &Connection) -> Result<(), StoreError> {
+    conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
+    Ok(())
+}
+
+/// Whether any station was registered before `ms`.
+pub fn stations_before(conn: &Connection, ms: i64) -> Result<bool, StoreError> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM stations WHERE created_ms < ?1)",
+        [ms],
+        |r| r.get(0),
+    )?)
+}
+
 /// Grows with every import that changed the registry.
 pub fn registry_generation(conn: &Connection) -> Result<i64, StoreError> {
     Ok(conn
@@ -505,6 +521,15 @@ pub fn store_enroll_lockout(
              until_ms = excluded.until_ms, failures = excluded.failures",
         params![key, now_ms, until_ms, failures],
     )?;
+    Ok(())
+}
+
+/// Forgets stored lockouts (a right code ended them).
+pub fn clear_enroll_lockouts(conn: &Connection, keys: &[String]) -> Result<(), StoreError> {
+    let mut st = conn.prepare_cached("DELETE FROM enroll_lockouts WHERE key = ?1")?;
+    for k in keys {
+        st.execute([k])?;
+    }
     Ok(())
 }
 

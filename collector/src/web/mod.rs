@@ -251,10 +251,7 @@ pub fn free_bytes(dir: &std::path::Path) -> Option<(u64, u64)> {
 
 async fn healthz(State(state): State<AppState>) -> Response {
     let mut problems: Vec<String> = Vec::new();
-    let store = read(&state, |c| {
-        Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)
-    })
-    .await;
+    let store = read(&state, store::ping).await;
     if let Err(e) = &store {
         problems.push(format!("the store cannot be read: {}", e.1));
     }

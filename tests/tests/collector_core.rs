@@ -474,3 +474,50 @@ async fn a_revoked_operator_token_stops_working_within_seconds() -> anyhow::Resu
     .await?;
     c.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_whose_caller_gave_up_before_the_commit_still_counts() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    tps_collector::commands::import_stations(&data, &small_registry(dir.path(), 5)?)?;
+    let c = TestCollector::start_with(&data, |cfg| {
+        cfg.coverage.tick = Duration::from_millis(100);
+    })
+    .await?;
+    let codes = c.codes("21")?;
+    let (tps, code) = &codes[0];
+    let a = Agent::enroll(&c, tps, code).await?;
+
+    // Another process holds the database's write lock, so the commit waits; the agent
+    // gives up on its call (a deadline of 300 ms) while the push sits in the writer.
+    let other = tps_tests::open_store(&data)?;
+    other.execute_batch("BEGIN IMMEDIATE")?;
+    let mut req =
+        tps_tests::push_request(&a.token, vec![measurement(1, now_ms() - 1000, "gateway")]);
+    req.set_timeout(Duration::from_millis(300));
+    let mut client = a.client.clone();
+    let e = client.push(req).await.unwrap_err();
+    assert!(
+        matches!(
+            e.code(),
+            tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+        ),
+        "{e:?}"
+    );
+    other.execute_batch("COMMIT")?;
+
+    // The push was committed after its caller left: the live view and coverage hear of
+    // it all the same.
+    let s = eventually(
+        WAIT,
+        "the station covered by the abandoned push",
+        || async {
+            let s = station(&c, tps).await.ok()?;
+            (s["coverage"]["state"] == "covered").then_some(s)
+        },
+    )
+    .await?;
+    assert!(s["agents"][0]["last_seen_ms"].is_i64(), "{s}");
+    assert_eq!(s["agents"][0]["acked_seq"], 1, "{s}");
+    c.stop().await
+}

@@ -211,10 +211,6 @@ pub struct StationCov {
     pub since_ms: i64,
     /// Cause of the last outage, once known.
     pub cause: Option<Cause>,
-    pub regency: String,
-    pub district: String,
-    pub lat: Option<f64>,
-    pub lon: Option<f64>,
     #[serde(skip)]
     agents: Vec<AgentId>,
     pub overrides: Override,
@@ -351,10 +347,6 @@ impl Coverage {
             reason: Reason::NoAgent,
             since_ms,
             cause: None,
-            regency: st.tps_code.region(RegionLevel::Regency),
-            district: st.tps_code.region(RegionLevel::District),
-            lat: st.lat,
-            lon: st.lon,
             agents: Vec::new(),
             overrides: Override::default(),
         };
@@ -368,8 +360,8 @@ impl Coverage {
         for key in [
             String::new(),
             province,
-            sc.regency.clone(),
-            sc.district.clone(),
+            sc.tps_code.region(RegionLevel::Regency),
+            sc.tps_code.region(RegionLevel::District),
         ] {
             self.counts.entry(key).or_default().add(s, n);
         }
@@ -653,20 +645,6 @@ impl Coverage {
     /// Positions of stations whose row changed since the last call.
     pub fn take_changed(&mut self) -> Vec<u32> {
         std::mem::take(&mut self.changed)
-    }
-
-    /// Registry rows re-imported while running: coordinates follow the registry.
-    pub fn update_stations(&mut self, stations: &[Station]) {
-        for st in stations {
-            if let Some(&i) = self.index.get(&st.tps_code) {
-                let s = &mut self.stations[i as usize];
-                if (s.lat, s.lon) != (st.lat, st.lon) {
-                    s.lat = st.lat;
-                    s.lon = st.lon;
-                    self.changed.push(i);
-                }
-            }
-        }
     }
 
     /// The collector itself was away (stopped, stalled, its clock stepped) for `gap_ms`

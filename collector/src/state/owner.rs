@@ -378,7 +378,6 @@ impl Owner {
             added, added_cov,
             "registry and coverage keep the same stations"
         );
-        self.coverage.update_stations(&stations);
         self.registry_changed = true;
         if added > 0 {
             tracing::info!(

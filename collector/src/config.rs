@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::report::schedule::ReportConfig;
 use crate::sinks::influx::InfluxConfig;
 use crate::store::Synchronous;
+use crate::store::space::Floor;
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -23,6 +24,8 @@ pub struct Config {
     pub tls: Option<TlsMaterial>,
     pub data_dir: PathBuf,
     pub synchronous: Synchronous,
+    /// Free space below which pushes are refused.
+    pub floor: Floor,
     pub ingest: IngestConfig,
     pub enroll: EnrollConfig,
     /// The InfluxDB 2 sink; off when the file has no `[influx]` section.
@@ -131,6 +134,7 @@ impl Config {
             tls: None,
             data_dir: data_dir.into(),
             synchronous: Synchronous::Full,
+            floor: Floor::default(),
             ingest: IngestConfig::default(),
             enroll: EnrollConfig::default(),
             influx: None,
@@ -281,6 +285,8 @@ struct RawTls {
 struct RawStore {
     data_dir: PathBuf,
     synchronous: Option<Synchronous>,
+    min_free_mb: Option<u64>,
+    min_free_pct: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -668,6 +674,26 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     if raw.store.data_dir.as_os_str().is_empty() {
         return Err(invalid("store.data_dir", "is empty".into()));
     }
+    let d = Floor::default();
+    let floor = Floor {
+        min_free_bytes: range(
+            "store.min_free_mb",
+            raw.store.min_free_mb,
+            d.min_free_bytes / 1_048_576,
+            0,
+            100_000_000,
+        )? * 1_048_576,
+        min_free_pct: match raw.store.min_free_pct {
+            None => d.min_free_pct,
+            Some(v) if (0.0..=50.0).contains(&v) => v,
+            Some(v) => {
+                return Err(invalid(
+                    "store.min_free_pct",
+                    format!("{v} is outside 0 to 50 (percent of the file system)"),
+                ));
+            }
+        },
+    };
     Ok(Config {
         grpc_listen,
         http_listen,
@@ -676,6 +702,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         tls,
         data_dir: resolve(raw.store.data_dir),
         synchronous: raw.store.synchronous.unwrap_or(Synchronous::Full),
+        floor,
         ingest,
         enroll,
         report,
@@ -865,5 +892,10 @@ mod tests {
             ))
             .contains("unknown variant `off`")
         );
+        let floor = |extra: &str| {
+            err(&base.replace("data_dir = \"d\"", &format!("data_dir = \"d\"\n{extra}")))
+        };
+        assert!(floor("min_free_pct = 80").contains("store.min_free_pct: 80 is outside 0 to 50"));
+        assert!(floor("min_free_mb = -1").contains("min_free_mb"));
     }
 }

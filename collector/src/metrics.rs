@@ -59,6 +59,15 @@ pub struct Metrics {
     pub connections: Family<Labels, Counter>,
     /// Requests shed (concurrency limit reached) or timed out, by port.
     pub shed: Family<Labels, Counter>,
+    /// The store's disk (see [`crate::store::space`]).
+    store_bytes: Gauge,
+    store_free_bytes: Gauge,
+    store_floor_bytes: Gauge,
+    store_growth: Gauge,
+    store_days_until_floor: Gauge<f64, std::sync::atomic::AtomicU64>,
+    store_refusing: Gauge,
+    /// When coverage was last evaluated (Unix seconds): a stuck state owner stops it.
+    pub coverage_evaluated: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -224,7 +233,56 @@ impl Metrics {
             "Requests refused under load or cut at their time limit, by port and why",
             shed.clone(),
         );
+        let store_bytes = Gauge::default();
+        let store_free_bytes = Gauge::default();
+        let store_floor_bytes = Gauge::default();
+        let store_growth = Gauge::default();
+        let store_days_until_floor = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let store_refusing = Gauge::default();
+        let coverage_evaluated = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "coverage_evaluated_timestamp_seconds",
+            "When coverage was last evaluated (every tick); alert when it falls behind",
+            coverage_evaluated.clone(),
+        );
+        registry.register(
+            "store_bytes",
+            "Size of the store's database and WAL",
+            store_bytes.clone(),
+        );
+        registry.register(
+            "store_free_bytes",
+            "Free space for the collector on the store's file system",
+            store_free_bytes.clone(),
+        );
+        registry.register(
+            "store_floor_bytes",
+            "Free space below which pushes are refused",
+            store_floor_bytes.clone(),
+        );
+        registry.register(
+            "store_growth_bytes_per_day",
+            "How fast the store grew over up to the last day",
+            store_growth.clone(),
+        );
+        registry.register(
+            "store_days_until_floor",
+            "Days until free space reaches the floor at that rate (+Inf while not growing)",
+            store_days_until_floor.clone(),
+        );
+        registry.register(
+            "store_refusing_pushes",
+            "1 while pushes are refused because free space is below the floor",
+            store_refusing.clone(),
+        );
         Metrics {
+            store_bytes,
+            store_free_bytes,
+            store_floor_bytes,
+            store_growth,
+            store_days_until_floor,
+            store_refusing,
+            coverage_evaluated,
             facts_unheard,
             facts_queued,
             persist_backlog,
@@ -274,6 +332,18 @@ impl Metrics {
         self.agent_dropped
             .get_or_create(&vec![("reason", reason)])
             .inc_by(n);
+    }
+
+    pub fn observe_space(&self, v: &crate::store::space::SpaceView) {
+        let g = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
+        self.store_bytes.set(g(v.store_bytes));
+        self.store_free_bytes.set(g(v.free_bytes));
+        self.store_floor_bytes.set(g(v.floor_bytes));
+        self.store_growth
+            .set(v.growth_bytes_per_day.unwrap_or(0.0) as i64);
+        self.store_days_until_floor
+            .set(v.days_until_floor.unwrap_or(f64::INFINITY));
+        self.store_refusing.set(i64::from(v.refusing));
     }
 
     pub fn collector_away(&self, kind: &'static str) {

@@ -117,6 +117,14 @@ pub async fn run(
         },
     )?;
 
+    let space = store::space::Space::new(&config.data_dir, config.floor);
+    if space.refusing() {
+        tracing::warn!(
+            "{}; the collector starts anyway and serves the API",
+            space.refusal_message()
+        );
+    }
+
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -127,7 +135,16 @@ pub async fn run(
     };
 
     let (owner_stop_tx, owner_stop_rx) = watch::channel(false);
-    let owner_task = tokio::spawn(owner.run(facts_rx, cov.tick, stopped(owner_stop_rx.clone())));
+    let owner_task = tokio::spawn(owner.with_space(space.clone()).run(
+        facts_rx,
+        cov.tick,
+        stopped(owner_stop_rx.clone()),
+    ));
+    let space_task = tokio::spawn(store::space::run(
+        space.clone(),
+        metrics.clone(),
+        stopped(stop_rx.clone()),
+    ));
     let persister = tokio::spawn(crate::state::persist::run(
         persist_rx,
         writer.clone(),
@@ -182,6 +199,7 @@ pub async fn run(
         code_key,
         &config,
         lockouts,
+        space.clone(),
     );
     let (grpc_cap, http_cap) = crate::limits::connection_caps(crate::limits::open_files());
     let mut grpc_edge = config.grpc_edge;
@@ -233,6 +251,7 @@ pub async fn run(
             operators: Default::default(),
             data_dir: config.data_dir.clone().into(),
             report: Arc::new(config.report.clone()),
+            space,
         },
         &http_edge,
     );
@@ -261,6 +280,7 @@ pub async fn run(
     let (grpc_result, http_result) = tokio::join!(grpc, http);
     pollers.abort();
     let _ = pollers.await;
+    let _ = space_task.await;
     // The owner publishes its last picture and stops; the persister then stores what
     // it still holds, and lets go of its writer handle.
     let _ = owner_stop_tx.send(true);

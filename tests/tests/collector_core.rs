@@ -72,6 +72,12 @@ async fn a_transition_decided_while_commits_fail_is_stored_once_they_succeed() -
         cfg.coverage.tick = Duration::from_millis(100);
         // No flags in this test: only the transition is at stake.
         cfg.coverage.flags.grace_ms = 7 * 86_400_000;
+        // No free-space floor: this is about commits failing on a disk that is full (the
+        // floor, which refuses pushes before that, is tested in storage.rs).
+        cfg.floor = tps_collector::store::space::Floor {
+            min_free_bytes: 0,
+            min_free_pct: 0.0,
+        };
     })
     .await?;
     let codes = c.codes("21")?;
@@ -101,10 +107,6 @@ async fn a_transition_decided_while_commits_fail_is_stored_once_they_succeed() -
     })
     .await?;
     assert_eq!(code_h, 503, "{h}");
-    assert!(
-        h["problems"].to_string().contains("free"),
-        "low space too: {h}"
-    );
     assert!(
         c.metric("tps_state_persist_retries_total").await? >= 1.0,
         "the transition is being retried"

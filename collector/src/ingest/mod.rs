@@ -35,6 +35,8 @@ pub struct Ingest {
     /// Calls running at once; past it, calls are refused with `UNAVAILABLE`.
     in_flight: tokio::sync::Semaphore,
     max_in_flight: usize,
+    /// Below the free-space floor, pushes are refused before they reach the writer.
+    space: Arc<crate::store::space::Space>,
 }
 
 impl Ingest {
@@ -45,6 +47,7 @@ impl Ingest {
         code_key: CodeKey,
         config: &Config,
         lockouts: Vec<(String, i64, u32)>,
+        space: Arc<crate::store::space::Space>,
     ) -> Self {
         let (ingest, enroll) = (&config.ingest, &config.enroll);
         let max_in_flight = config.grpc_edge.max_in_flight;
@@ -73,6 +76,7 @@ impl Ingest {
             limiter: Mutex::new(limiter),
             in_flight: tokio::sync::Semaphore::new(max_in_flight),
             max_in_flight,
+            space,
         }
     }
 
@@ -277,6 +281,12 @@ impl pb::collector_server::Collector for Ingest {
         let received = Instant::now();
         let _admitted = self.admit()?;
         let (agent_id, tps_code) = self.authenticate(&req)?;
+        if self.space.refusing() {
+            return Err(self.reject(
+                "disk_floor",
+                Status::unavailable(self.space.refusal_message()),
+            ));
+        }
         let req = req.into_inner();
         let now = now_ms();
         let (status, cut) = wire::status(req.status);

@@ -18,6 +18,7 @@ use crate::state::flags::{self, Action, Brief, FlagIndex, FlagRules};
 use crate::state::live::Live;
 use crate::state::persist::Persist;
 use crate::state::snapshot::{CHUNK, Registry, Snapshot};
+use crate::store::space::Space;
 use crate::store::{self, StoreError};
 
 /// A loop that wakes this much later than it should have means the collector itself was
@@ -107,6 +108,12 @@ pub struct Owner {
     clock: Clock,
     persist: mpsc::UnboundedSender<Persist>,
     metrics: Arc<Metrics>,
+    /// While the store refuses pushes (its disk is below the floor), agents cannot be
+    /// heard: their silence then is the collector's, not theirs.
+    space: Option<Arc<Space>>,
+    /// When the last tick ran, and whether pushes were refused then.
+    last_tick_ms: Option<i64>,
+    was_refusing: bool,
 }
 
 /// Builds the owner from the store: registry, last state of every station, agents (from
@@ -189,12 +196,21 @@ pub fn load(
             clock,
             persist,
             metrics,
+            space: None,
+            last_tick_ms: None,
+            was_refusing: false,
         },
         rx,
     ))
 }
 
 impl Owner {
+    /// Judges nobody while `space` says pushes are refused.
+    pub fn with_space(mut self, space: Arc<Space>) -> Owner {
+        self.space = Some(space);
+        self
+    }
+
     /// Runs until `stop` resolves or every fact sender is gone.
     pub async fn run(
         mut self,
@@ -390,7 +406,9 @@ impl Owner {
     /// Silence is a signal: re-evaluate every station against the clock, then plan flags.
     fn tick(&mut self) {
         let now = self.clock.now_ms();
+        self.discount_refusal(now);
         let ts = self.coverage.tick(now);
+        self.metrics.coverage_evaluated.set(now as f64 / 1000.0);
         let nt = ts.len();
         self.transitions(ts);
         let actions: Vec<Action> = flags::plan(&self.flags, &self.coverage, &self.flag_rules, now)
@@ -414,6 +432,25 @@ impl Owner {
         if nt + na > 0 {
             tracing::debug!(transitions = nt, flag_changes = na, "coverage re-evaluated");
         }
+    }
+
+    /// Pushes refused since the last tick: that time is not counted against any agent.
+    fn discount_refusal(&mut self, now: i64) {
+        let refusing = self.space.as_ref().is_some_and(|s| s.refusing());
+        if refusing {
+            if !self.was_refusing {
+                self.metrics.collector_away("disk_floor");
+                tracing::warn!(
+                    "pushes are refused for lack of disk space: stations are not judged until they can be heard again"
+                );
+            }
+            let from = self.last_tick_ms.unwrap_or(now);
+            if now > from {
+                self.coverage.discount(from, now - from, now);
+            }
+        }
+        self.was_refusing = refusing;
+        self.last_tick_ms = Some(now);
     }
 
     fn publish_now(&mut self) {

@@ -13,6 +13,7 @@ pub mod integrity;
 pub mod operators;
 pub mod readers;
 pub mod rollups;
+pub mod space;
 pub mod writer;
 
 use std::path::{Path, PathBuf};

@@ -32,9 +32,6 @@ pub const OPERATOR_CACHE_TTL: Duration = Duration::from_secs(5);
 const OPERATOR_CACHE_MAX: usize = 10_000;
 /// A commit running longer than this means a stuck writer.
 const WRITER_STUCK_MS: i64 = 30_000;
-/// Below this much free space on the store's file system (or a twentieth of a smaller
-/// file system), `/healthz` is not ok.
-pub const FREE_SPACE_FLOOR: u64 = 256 * 1024 * 1024;
 
 /// Operator-token checks, by token hash, for a few seconds.
 #[derive(Debug, Default)]
@@ -83,6 +80,8 @@ pub struct AppState {
     /// Where reports are written.
     pub data_dir: Arc<std::path::Path>,
     pub report: Arc<crate::report::schedule::ReportConfig>,
+    /// The store's disk: size, free space, growth, whether pushes are refused.
+    pub space: Arc<crate::store::space::Space>,
 }
 
 /// The HTTP routes under the port's limits: at most `max_in_flight` requests at once
@@ -238,17 +237,6 @@ pub async fn read<T: Send + 'static>(
     state.readers.read(f).await.map_err(ApiError::internal)
 }
 
-/// Bytes free for the collector on the file system of `dir`, and the floor below
-/// which that is too little.
-pub fn free_bytes(dir: &std::path::Path) -> Option<(u64, u64)> {
-    let s = rustix::fs::statvfs(dir).ok()?;
-    let total = s.f_blocks.saturating_mul(s.f_frsize);
-    Some((
-        s.f_bavail.saturating_mul(s.f_frsize),
-        FREE_SPACE_FLOOR.min(total / 20),
-    ))
-}
-
 async fn healthz(State(state): State<AppState>) -> Response {
     let mut problems: Vec<String> = Vec::new();
     let store = read(&state, store::ping).await;
@@ -272,13 +260,16 @@ async fn healthz(State(state): State<AppState>) -> Response {
             w.last_error.clone().unwrap_or_default()
         ));
     }
-    let free = free_bytes(&state.data_dir);
-    if let Some((f, floor)) = free.filter(|(f, floor)| f < floor) {
+    let space = state.space.view();
+    if space.refusing {
         problems.push(format!(
-            "only {} MB free for the store (below {} MB)",
-            f / 1_048_576,
-            floor / 1_048_576
+            "only {} MB free for the store (floor {} MB): pushes are refused until space is freed",
+            space.free_bytes / 1_048_576,
+            space.floor_bytes / 1_048_576
         ));
+    }
+    if let Some(e) = &space.error {
+        problems.push(e.clone());
     }
     let snap = state.snapshot();
     let body = json!({
@@ -286,7 +277,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
         "problems": problems,
         "store": match &store { Ok(_) => "ok".to_string(), Err(e) => e.1.clone() },
         "writer": w,
-        "free_bytes": free.map(|f| f.0),
+        "disk": space,
         "write_queue": state.writer.queued(),
         "facts_queued": state.facts.queued(),
         "persist_backlog": state.metrics.persist_backlog.get(),

@@ -32,6 +32,31 @@ pub struct Config {
     pub influx: Option<InfluxConfig>,
     pub coverage: CoverageConfig,
     pub report: ReportConfig,
+    pub retention: RetentionConfig,
+}
+
+/// How long measurements are kept, raw and as rollups, and when they are compacted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// Measurements (raw rows, then blocks) are kept this long.
+    pub raw: Duration,
+    /// Hourly rollups are kept this long.
+    pub rollups: Duration,
+    /// Raw rows older than this are moved into blocks.
+    pub compact_after: Duration,
+    /// How often a compaction and retention pass starts.
+    pub every: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            raw: Duration::from_secs(35 * 86_400),
+            rollups: Duration::from_secs(400 * 86_400),
+            compact_after: Duration::from_secs(24 * 3600),
+            every: Duration::from_secs(60),
+        }
+    }
 }
 
 /// Coverage rules, follow-up timing and how often silence is checked.
@@ -140,6 +165,7 @@ impl Config {
             influx: None,
             coverage: CoverageConfig::for_push_interval(60),
             report: ReportConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -180,6 +206,17 @@ struct Raw {
     coverage: RawCoverage,
     #[serde(default)]
     report: RawReport,
+    #[serde(default)]
+    retention: RawRetention,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    raw_days: Option<u64>,
+    rollup_days: Option<u64>,
+    compact_after_hours: Option<u64>,
+    every_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -674,6 +711,28 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     if raw.store.data_dir.as_os_str().is_empty() {
         return Err(invalid("store.data_dir", "is empty".into()));
     }
+    let rr = raw.retention;
+    let raw_days = range("retention.raw_days", rr.raw_days, 35, 1, 3650)?;
+    let rollup_days = range(
+        "retention.rollup_days",
+        rr.rollup_days,
+        400.max(raw_days),
+        raw_days,
+        36_500,
+    )?;
+    let compact_after_hours = range(
+        "retention.compact_after_hours",
+        rr.compact_after_hours,
+        24.min(raw_days * 24),
+        1,
+        raw_days * 24,
+    )?;
+    let retention = RetentionConfig {
+        raw: Duration::from_secs(raw_days * 86_400),
+        rollups: Duration::from_secs(rollup_days * 86_400),
+        compact_after: Duration::from_secs(compact_after_hours * 3600),
+        every: Duration::from_secs(range("retention.every_secs", rr.every_secs, 60, 1, 3600)?),
+    };
     let d = Floor::default();
     let floor = Floor {
         min_free_bytes: range(
@@ -708,6 +767,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         report,
         influx,
         coverage,
+        retention,
     })
 }
 

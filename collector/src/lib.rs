@@ -10,7 +10,9 @@
 //!   acknowledge); [`ingest::wire`] is where `tps.v1` messages become domain types.
 //! - [`store`]: all SQL. Schema and queries; [`store::writer`], the one batching writer
 //!   that publishes what each commit stored; [`store::readers`], a small read pool;
-//!   [`store::flags`], [`store::operators`], [`store::integrity`].
+//!   [`store::flags`], [`store::operators`], [`store::integrity`]; [`store::blocks`]
+//!   (the compact form of old measurements) and [`store::compact`] (moving rows into it,
+//!   retention deletes, reads across both); [`store::space`], the disk and its floor.
 //! - [`state`]: what the collector believes now: [`state::live`] (agents, tokens, latest
 //!   rounds), [`state::coverage`] and [`state::flags`] owned by [`state::owner`], which
 //!   consumes committed [`state::facts`], stores its decisions through
@@ -20,6 +22,8 @@
 //! - [`report`]: the weekly coverage report for KPU (HTML, CSV, JSON) and its schedule.
 //! - [`sinks`]: what reads stored measurements from durable cursors: the InfluxDB 2
 //!   sink and the daily rollups; [`hist`]: their RTT and loss histograms.
+//! - [`retention`]: the schedule that compacts old measurements and deletes what is past
+//!   retention, in small writer steps.
 //! - [`registry`]: parsing and validating the station registry CSV.
 //! - [`auth`]: tokens, one-time enrollment codes, their hashes, the enrollment limiter.
 //! - [`metrics`]: the collector's own Prometheus metrics.
@@ -39,6 +43,7 @@ pub mod limits;
 pub mod metrics;
 pub mod registry;
 pub mod report;
+pub mod retention;
 pub mod server;
 pub mod sinks;
 pub mod state;

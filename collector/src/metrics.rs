@@ -68,6 +68,14 @@ pub struct Metrics {
     store_refusing: Gauge,
     /// When coverage was last evaluated (Unix seconds): a stuck state owner stops it.
     pub coverage_evaluated: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Raw measurements moved into blocks.
+    pub compaction_moved: Counter,
+    /// Time one compaction or retention step held the writer.
+    pub compaction_step_seconds: Histogram,
+    /// When the last compaction pass finished (Unix seconds).
+    pub compaction_last_pass: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Blocks and rollups deleted past their retention, by what.
+    retention_deleted: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -240,6 +248,30 @@ impl Metrics {
         let store_days_until_floor = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let store_refusing = Gauge::default();
         let coverage_evaluated = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let compaction_moved = Counter::default();
+        let compaction_step_seconds = Histogram::new(exponential_buckets(0.000_25, 2.0, 14));
+        let compaction_last_pass = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let retention_deleted = Family::<Labels, Counter>::default();
+        registry.register(
+            "compaction_moved_measurements",
+            "Raw measurements moved into compact blocks",
+            compaction_moved.clone(),
+        );
+        registry.register(
+            "compaction_step_seconds",
+            "Time one compaction or retention step spent in the writer",
+            compaction_step_seconds.clone(),
+        );
+        registry.register(
+            "compaction_last_pass_timestamp_seconds",
+            "When the last compaction and retention pass finished",
+            compaction_last_pass.clone(),
+        );
+        registry.register(
+            "retention_deleted",
+            "Measurement blocks and hourly rollups deleted past their retention, by what",
+            retention_deleted.clone(),
+        );
         registry.register(
             "coverage_evaluated_timestamp_seconds",
             "When coverage was last evaluated (every tick); alert when it falls behind",
@@ -283,6 +315,10 @@ impl Metrics {
             store_days_until_floor,
             store_refusing,
             coverage_evaluated,
+            compaction_moved,
+            compaction_step_seconds,
+            compaction_last_pass,
+            retention_deleted,
             facts_unheard,
             facts_queued,
             persist_backlog,
@@ -344,6 +380,12 @@ impl Metrics {
         self.store_days_until_floor
             .set(v.days_until_floor.unwrap_or(f64::INFINITY));
         self.store_refusing.set(i64::from(v.refusing));
+    }
+
+    pub fn retention_deleted(&self, what: &'static str, n: u64) {
+        self.retention_deleted
+            .get_or_create(&vec![("what", what)])
+            .inc_by(n);
     }
 
     pub fn collector_away(&self, kind: &'static str) {

@@ -164,6 +164,15 @@ pub async fn run(
         config.report.rollup_every,
         metrics.clone(),
     ));
+    let retention = tokio::spawn(crate::retention::run(
+        config.data_dir.clone(),
+        config.synchronous,
+        writer.clone(),
+        config.retention,
+        config.influx.is_some(),
+        metrics.clone(),
+        stopped(stop_rx.clone()),
+    ));
     let reports = config.report.schedule.then(|| {
         tokio::spawn(crate::report::schedule::run(
             writer.clone(),
@@ -290,6 +299,9 @@ pub async fn run(
     // the background finishes on its blocking thread (its files appear whole or not).
     rollup.abort();
     let _ = rollup.await;
+    // A step already queued still commits whole; the next start goes on from there.
+    retention.abort();
+    let _ = retention.await;
     if let Some(task) = reports {
         task.abort();
         let _ = task.await;

@@ -783,14 +783,11 @@ fn change(now: &Figures, before: &Figures) -> Change {
 
 /// The newest round received from any of `agents` before `until`.
 fn last_seen(conn: &Connection, agents: &[i64], until: i64) -> Result<Option<i64>, ReportError> {
-    let mut st = conn.prepare_cached(
-        "SELECT received_ms FROM measurements WHERE agent_id = ?1 AND start_ms < ?2
-         AND received_ms < ?2 ORDER BY start_ms DESC LIMIT 1",
-    )?;
     let mut best = None;
     for a in agents {
-        let t: Option<i64> = st.query_row(params![a, until], |r| r.get(0)).optional()?;
-        best = best.max(t);
+        best = best.max(crate::store::compact::last_received_before(
+            conn, *a, until,
+        )?);
     }
     Ok(best)
 }

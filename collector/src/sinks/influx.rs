@@ -29,7 +29,7 @@ use crate::domain::{RegionLevel, TpsCode};
 use crate::metrics::Metrics;
 use crate::store::{self, SinkMeasurement, StatusChange, StoreError};
 
-const CURSOR_MEASUREMENTS: &str = "influx.measurements";
+pub const CURSOR_MEASUREMENTS: &str = "influx.measurements";
 const CURSOR_STATUS: &str = "influx.status_changes";
 /// Longest wait between attempts while InfluxDB is failing.
 const MAX_RETRY: Duration = Duration::from_secs(60);

@@ -14,7 +14,7 @@ use crate::hist::{self, Hist};
 use crate::store::{self, StoreError, writer::Writer};
 
 /// The cursor's name in `sink_cursors`.
-const CURSOR: &str = "rollup";
+pub const CURSOR: &str = "rollup";
 /// Measurements folded in per transaction.
 pub const BATCH: usize = 20_000;
 

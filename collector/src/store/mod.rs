@@ -8,6 +8,8 @@
 //! acknowledged. `synchronous = NORMAL` can be configured: it survives a process crash
 //! but a power cut may lose the last commits (acknowledged ones included).
 
+pub mod blocks;
+pub mod compact;
 pub mod flags;
 pub mod integrity;
 pub mod operators;
@@ -255,6 +257,54 @@ CREATE TABLE enroll_lockouts (
 CREATE INDEX flags_queue ON flags(
     (CASE WHEN reason IN ('no_agent', 'offline') THEN 0 ELSE 1 END), since_ms, id
 ) WHERE status IN ('open', 'acknowledged');
+"#,
+    r#"
+-- Measurements older than a day, compacted: one block per agent, hour (of start_ms) and
+-- target, rows encoded by `store::blocks`. A measurement is either a row of
+-- `measurements` or in a block, never both (moved in one transaction).
+CREATE TABLE measurement_blocks (
+    id          INTEGER PRIMARY KEY,
+    agent_id    INTEGER NOT NULL,
+    hour_ms     INTEGER NOT NULL,
+    target_name TEXT NOT NULL,
+    seq_min     INTEGER NOT NULL,
+    seq_max     INTEGER NOT NULL,
+    rows        INTEGER NOT NULL,
+    data        BLOB NOT NULL,
+    UNIQUE (agent_id, hour_ms, target_name)
+);
+-- A re-sent measurement is looked for among the blocks holding its agent's sequence range.
+CREATE INDEX measurement_blocks_seq ON measurement_blocks(agent_id, seq_max);
+-- Retention deletes the oldest hours first.
+CREATE INDEX measurement_blocks_hour ON measurement_blocks(hour_ms);
+-- The highest sequence number moved into blocks per agent: a re-sent measurement at or
+-- below it may be in a block.
+ALTER TABLE agents ADD COLUMN compacted_seq INTEGER NOT NULL DEFAULT 0;
+
+-- Per agent, hour and target, kept longer than the measurements: what series with steps
+-- of an hour or more, and reports of old weeks, read.
+CREATE TABLE hourly_rollups (
+    agent_id         INTEGER NOT NULL,
+    hour_ms          INTEGER NOT NULL,
+    target_name      TEXT NOT NULL,
+    rounds           INTEGER NOT NULL,
+    sent             INTEGER NOT NULL,
+    received         INTEGER NOT NULL,
+    errors           INTEGER NOT NULL,
+    -- Sum over rounds of each round's loss (0..1), for the mean loss.
+    loss_sum         REAL NOT NULL,
+    -- Rounds with an RTT, and the sum of their mean RTTs; the extremes.
+    rtt_rounds       INTEGER NOT NULL,
+    rtt_avg_sum_ms   REAL NOT NULL,
+    rtt_min_ms       REAL,
+    rtt_max_ms       REAL,
+    jitter_rounds    INTEGER NOT NULL,
+    jitter_sum_ms    REAL NOT NULL,
+    rtt_hist         BLOB NOT NULL,
+    last_received_ms INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, hour_ms, target_name)
+) WITHOUT ROWID;
+CREATE INDEX hourly_rollups_hour ON hourly_rollups(hour_ms);
 "#,
 ];
 
@@ -658,7 +708,8 @@ pub fn station(conn: &Connection, code: &TpsCode) -> Result<Option<Station>, Sto
         .optional()?)
 }
 
-/// Every stored measurement of one agent, in sequence order (tests and audits).
+/// Every stored measurement of one agent (raw rows and blocks), in sequence order (tests
+/// and audits).
 pub fn measurements_of(
     conn: &Connection,
     agent_id: AgentId,
@@ -669,7 +720,14 @@ pub fn measurements_of(
          FROM measurements WHERE agent_id = ?1 ORDER BY seq",
     )?;
     let rows = st.query_map([agent_id as i64], |r| measurement_from_row(r, 0))?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    let mut out = rows.collect::<Result<Vec<_>, _>>()?;
+    out.extend(
+        compact::block_rows(conn, agent_id, None, None)?
+            .into_iter()
+            .map(|r| r.m),
+    );
+    out.sort_by_key(|m| m.seq);
+    Ok(out)
 }
 
 /// A stored measurement with what a time-series sink tags it with.
@@ -878,8 +936,28 @@ pub fn set_override(
     Ok(())
 }
 
-/// Measurements of some agents between two times, oldest first (for series).
+/// Measurements of some agents between two times (raw rows and blocks), oldest first
+/// (for series).
 pub fn measurements_between(
+    conn: &Connection,
+    agent_ids: &[AgentId],
+    target: Option<&str>,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<(AgentId, Measurement)>, StoreError> {
+    let mut out = raw_between(conn, agent_ids, target, from_ms, to_ms)?;
+    for id in agent_ids {
+        for r in compact::block_rows(conn, *id, target, Some((from_ms, to_ms)))? {
+            out.push((*id, r.m));
+        }
+    }
+    out.sort_by_key(|(_, m)| m.start_ms);
+    Ok(out)
+}
+
+/// Like [`measurements_between`], raw rows only: what is not yet in blocks (and so not
+/// yet in hourly rollups).
+pub fn raw_between(
     conn: &Connection,
     agent_ids: &[AgentId],
     target: Option<&str>,

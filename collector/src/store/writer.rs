@@ -458,7 +458,13 @@ fn store_push(tx: &rusqlite::Transaction<'_>, push: &Push) -> Result<PushOutcome
     )?;
     let mut stored = 0u64;
     let mut max_seq = 0u64;
+    // At or below this, a measurement may have been moved into a block already.
+    let compacted = super::compact::compacted_seq(tx, agent)?;
     for m in &push.measurements {
+        max_seq = max_seq.max(m.seq);
+        if (m.seq as i64) <= compacted && super::compact::in_blocks(tx, agent, m.seq as i64)? {
+            continue;
+        }
         let rtt = m.rtt.as_ref();
         stored += insert.execute(params![
             agent,
@@ -476,7 +482,6 @@ fn store_push(tx: &rusqlite::Transaction<'_>, push: &Push) -> Result<PushOutcome
             push.received_ms,
             m.errors,
         ])? as u64;
-        max_seq = max_seq.max(m.seq);
     }
     let duplicates = push.measurements.len() as u64 - stored;
 

@@ -2,6 +2,7 @@
 //! station lists and details, RTT/loss series, and the follow-up queue with its actions.
 //! Every call needs an operator's bearer token; errors are JSON naming the problem.
 
+use crate::store::compact::HOUR_MS;
 use std::collections::HashMap;
 
 use axum::extract::{FromRequestParts, Path, Query, State};
@@ -452,9 +453,6 @@ async fn series(
     if from >= to {
         return Err(bad("from", "must be before `to`"));
     }
-    if to - from > 31 * 86_400_000 {
-        return Err(bad("from", "the range is at most 31 days"));
-    }
     let step = match q.get("step").filter(|v| !v.is_empty()) {
         None => ((to - from) / 300).max(60_000),
         Some(v) => v
@@ -463,6 +461,17 @@ async fn series(
             .filter(|x| *x >= 1000)
             .ok_or_else(|| bad("step", format!("{v:?} is not a step of at least 1000 ms")))?,
     };
+    // Whole-hour steps read rollups, kept for over a year; finer ones read measurements.
+    if step % HOUR_MS == 0 {
+        if to - from > 400 * 86_400_000 {
+            return Err(bad("from", "the range is at most 400 days"));
+        }
+    } else if to - from > 31 * 86_400_000 {
+        return Err(bad(
+            "from",
+            "the range is at most 31 days (or 400 with a step of whole hours)",
+        ));
+    }
     if (to - from) / step > 10_000 {
         return Err(bad(
             "step",
@@ -472,22 +481,46 @@ async fn series(
     let target = q.get("target").filter(|t| !t.is_empty()).cloned();
     let agent_ids: Vec<u64> = s.live.agents_of(&tps).iter().map(|a| a.agent_id).collect();
     let t = target.clone();
-    let rows = read(&s, move |c| {
-        store::measurements_between(c, &agent_ids, t.as_deref(), from, to)
+    // Steps of whole hours read the hourly rollups (kept longer than the measurements)
+    // plus the raw rows not yet compacted into them; such series start on the hour.
+    let hourly = step % HOUR_MS == 0;
+    let from = if hourly {
+        from.div_euclid(HOUR_MS) * HOUR_MS
+    } else {
+        from
+    };
+    let (rows, rollups) = read(&s, move |c| {
+        if hourly {
+            Ok((
+                store::raw_between(c, &agent_ids, t.as_deref(), from, to)?,
+                store::compact::hourly_between(c, &agent_ids, t.as_deref(), from, to)?,
+            ))
+        } else {
+            Ok((
+                store::measurements_between(c, &agent_ids, t.as_deref(), from, to)?,
+                Vec::new(),
+            ))
+        }
     })
     .await?;
     // Downsample: per step, mean average RTT (over answered rounds) and mean loss.
     let mut buckets: std::collections::BTreeMap<i64, (f64, u32, f64, u32)> = Default::default();
+    let bucket = |t: i64| from + (t - from) / step * step;
     for (_, m) in &rows {
-        let b = buckets
-            .entry(from + (m.start_ms - from) / step * step)
-            .or_default();
+        let b = buckets.entry(bucket(m.start_ms)).or_default();
         if let Some(r) = &m.rtt {
             b.0 += r.avg_ms;
             b.1 += 1;
         }
         b.2 += m.loss();
         b.3 += 1;
+    }
+    for h in &rollups {
+        let b = buckets.entry(bucket(h.hour_ms)).or_default();
+        b.0 += h.rtt_avg_sum_ms;
+        b.1 += h.rtt_rounds;
+        b.2 += h.loss_sum;
+        b.3 += h.rounds;
     }
     let points: Vec<Value> = buckets
         .into_iter()

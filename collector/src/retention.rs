@@ -1,0 +1,256 @@
+//! Keeps the store's size flat over a campaign: every pass moves raw measurements older
+//! than `compact_after` into compact blocks (with their hourly rollups), agent by agent,
+//! and deletes blocks and rollups past their retention. Each step is one short job in
+//! the writer's queue, so pushes wait for it at most a few tens of milliseconds; a step
+//! is one transaction, so a crash in the middle of a pass loses nothing and the next
+//! pass goes on from where the store is. An existing store with months of raw rows is
+//! compacted the same way, with progress in the log.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+use crate::config::RetentionConfig;
+use crate::domain::now_ms;
+use crate::metrics::Metrics;
+use crate::store::compact::{self, HourMove, hour_of};
+use crate::store::writer::Writer;
+use crate::store::{self, StoreError, Synchronous};
+
+/// Raw rows moved per writer job: about 20–40 ms of the writer's time.
+const STEP_ROWS: usize = 4000;
+/// Hours of one agent planned at a time.
+const STEP_HOURS: usize = 24;
+/// Blocks and rollups deleted per writer job.
+const DELETE_BLOCKS: usize = 400;
+const DELETE_ROLLUPS: usize = 4000;
+/// How often a long pass logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PassStats {
+    pub moved: u64,
+    pub hours: u64,
+    pub blocks_deleted: u64,
+    pub rollups_deleted: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RetentionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the store writer refused a step: {0}")]
+    Write(#[from] crate::store::writer::WriteError),
+    #[error("a compaction read failed: {0}")]
+    Join(String),
+}
+
+/// Compaction and retention over one store.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    conn: Arc<Mutex<Connection>>,
+    writer: Writer,
+    config: RetentionConfig,
+    /// Sink cursors the raw rows must stay for (the daily rollup always; InfluxDB when on).
+    cursors: Vec<&'static str>,
+    metrics: Arc<Metrics>,
+}
+
+impl Retention {
+    /// Opens its own read connection, so planning never takes an API reader.
+    pub fn open(
+        data_dir: &std::path::Path,
+        sync: Synchronous,
+        writer: Writer,
+        config: RetentionConfig,
+        influx_on: bool,
+        metrics: Arc<Metrics>,
+    ) -> Result<Retention, StoreError> {
+        let conn = store::open(data_dir, sync)?;
+        let mut cursors = vec![crate::sinks::rollup::CURSOR];
+        if influx_on {
+            cursors.push(crate::sinks::influx::CURSOR_MEASUREMENTS);
+        }
+        Ok(Retention {
+            conn: Arc::new(Mutex::new(conn)),
+            writer,
+            config,
+            cursors,
+            metrics,
+        })
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, RetentionError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let c = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&c)
+        })
+        .await
+        .map_err(|e| RetentionError::Join(e.to_string()))?
+        .map_err(Into::into)
+    }
+
+    /// One pass at `now_ms`: compaction of everything older than `compact_after`, then
+    /// deletion of what is past retention.
+    pub async fn pass(&self, now_ms: i64) -> Result<PassStats, RetentionError> {
+        let cutoff = hour_of(now_ms - self.config.compact_after.as_millis() as i64);
+        let cursors = self.cursors.clone();
+        let (agents, id_limit) = self
+            .read(move |c| {
+                let mut limit = compact::raw_id_range(c)?.1 - 1;
+                for name in cursors {
+                    limit = limit.min(store::sink_cursor(c, name)?);
+                }
+                Ok((compact::agent_ids(c)?, limit))
+            })
+            .await?;
+        let mut stats = PassStats::default();
+        let mut i = 0;
+        let (started, mut logged) = (Instant::now(), Instant::now());
+        while i < agents.len() {
+            let from = i;
+            let list = agents.clone();
+            let (moves, next) = self
+                .read(move |c| {
+                    let (mut moves, mut rows, mut j) = (Vec::<HourMove>::new(), 0, from);
+                    while j < list.len() && rows < STEP_ROWS {
+                        let planned =
+                            compact::plan_agent(c, list[j], cutoff, id_limit, STEP_HOURS)?;
+                        let full = planned.len() == STEP_HOURS;
+                        rows += planned.iter().map(|m| m.moved).sum::<usize>();
+                        moves.extend(planned);
+                        if full {
+                            // More hours of this agent: plan them after these are stored.
+                            break;
+                        }
+                        j += 1;
+                    }
+                    Ok((moves, j))
+                })
+                .await?;
+            i = next;
+            if moves.is_empty() {
+                continue;
+            }
+            let n: usize = moves.iter().map(|m| m.moved).sum();
+            let hours = moves.len();
+            let metrics = self.metrics.clone();
+            self.writer
+                .exec(move |tx| {
+                    let t = Instant::now();
+                    for mv in &moves {
+                        compact::apply(tx, mv)?;
+                    }
+                    metrics
+                        .compaction_step_seconds
+                        .observe(t.elapsed().as_secs_f64());
+                    Ok(())
+                })
+                .await?;
+            self.metrics.compaction_moved.inc_by(n as u64);
+            stats.moved += n as u64;
+            stats.hours += hours as u64;
+            if logged.elapsed() >= PROGRESS_EVERY {
+                logged = Instant::now();
+                tracing::info!(
+                    agents_done = i,
+                    agents = agents.len(),
+                    moved = stats.moved,
+                    seconds = started.elapsed().as_secs(),
+                    "compacting measurements older than {} h",
+                    self.config.compact_after.as_secs() / 3600
+                );
+            }
+        }
+        let raw_before = hour_of(now_ms - self.config.raw.as_millis() as i64);
+        stats.blocks_deleted = self
+            .delete_in_steps(move |tx| compact::delete_blocks_before(tx, raw_before, DELETE_BLOCKS))
+            .await?;
+        let rollups_before = hour_of(now_ms - self.config.rollups.as_millis() as i64);
+        stats.rollups_deleted = self
+            .delete_in_steps(move |tx| {
+                compact::delete_rollups_before(tx, rollups_before, DELETE_ROLLUPS)
+            })
+            .await?;
+        self.metrics
+            .retention_deleted("blocks", stats.blocks_deleted);
+        self.metrics
+            .retention_deleted("hourly_rollups", stats.rollups_deleted);
+        self.metrics
+            .compaction_last_pass
+            .set(crate::domain::now_ms() as f64 / 1000.0);
+        if stats != PassStats::default() {
+            tracing::info!(
+                moved = stats.moved,
+                hours = stats.hours,
+                blocks_deleted = stats.blocks_deleted,
+                rollups_deleted = stats.rollups_deleted,
+                seconds = started.elapsed().as_secs(),
+                "compaction and retention pass done"
+            );
+        }
+        Ok(stats)
+    }
+
+    async fn delete_in_steps(
+        &self,
+        step: impl Fn(&Connection) -> Result<usize, StoreError> + Send + Sync + Clone + 'static,
+    ) -> Result<u64, RetentionError> {
+        let mut total = 0u64;
+        loop {
+            let step = step.clone();
+            let metrics = self.metrics.clone();
+            let n = self
+                .writer
+                .exec(move |tx| {
+                    let t = Instant::now();
+                    let n = step(tx)?;
+                    metrics
+                        .compaction_step_seconds
+                        .observe(t.elapsed().as_secs_f64());
+                    Ok(n)
+                })
+                .await?;
+            total += n as u64;
+            if n == 0 {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// Runs a pass every `config.every` until `stop`.
+pub async fn run(
+    data_dir: PathBuf,
+    sync: Synchronous,
+    writer: Writer,
+    config: RetentionConfig,
+    influx_on: bool,
+    metrics: Arc<Metrics>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let r = match Retention::open(&data_dir, sync, writer, config, influx_on, metrics) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "compaction cannot open the store; measurements are kept raw");
+            return;
+        }
+    };
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            () = tokio::time::sleep(config.every) => {}
+        }
+        if let Err(e) = r.pass(now_ms()).await {
+            tracing::warn!(error = %e, "compaction pass stopped; the next pass goes on from here");
+        }
+    }
+}

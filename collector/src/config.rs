@@ -957,5 +957,14 @@ mod tests {
         };
         assert!(floor("min_free_pct = 80").contains("store.min_free_pct: 80 is outside 0 to 50"));
         assert!(floor("min_free_mb = -1").contains("min_free_mb"));
+        let ret = |extra: &str| err(&format!("{base}[retention]\n{extra}\n"));
+        assert!(
+            ret("raw_days = 35\nrollup_days = 10")
+                .contains("retention.rollup_days: 10 is outside 35..=36500")
+        );
+        assert!(
+            ret("raw_days = 2\ncompact_after_hours = 49").contains("retention.compact_after_hours")
+        );
+        assert!(ret("raw_day = 2").contains("unknown field `raw_day`"));
     }
 }

@@ -80,6 +80,9 @@ pub async fn run(
     let (write_conn, readers, live, code_key, owner, snapshot, registry_mark) =
         tokio::task::spawn_blocking(move || {
             let write_conn = store::open(&data_dir, sync)?;
+            // The writer's transactions touch a page per agent in several indexes, and a
+            // compaction step a page per row: 64 MB keeps them from spilling mid-commit.
+            write_conn.pragma_update(None, "cache_size", -65_536)?;
             store::integrity::check_at_start(&write_conn, &data_dir)?;
             let readers = Readers::open(&data_dir, READERS)?;
             let (live, owner, snapshot, mark) = {

@@ -118,6 +118,57 @@ pub fn encode(rows: &mut [Row]) -> Vec<u8> {
     out
 }
 
+/// Most bytes in one part of a block. SQLite keeps a row of at most about a quarter of a
+/// 4 KB page beside three others on the page; much longer rows of an hour (2–3 KB) would
+/// take a page each, half of it empty.
+pub const PART_BYTES: usize = 960;
+
+/// One encoded part: rows `first..=last` of the sorted input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Part {
+    pub seq_min: u64,
+    pub seq_max: u64,
+    pub rows: usize,
+    pub data: Vec<u8>,
+}
+
+/// Encodes rows of one agent and target as few parts as keep each within `max` bytes
+/// (a single row may exceed it), in sequence order.
+pub fn encode_parts(rows: &mut [Row], max: usize) -> Vec<Part> {
+    rows.sort_by_key(|r| r.m.seq);
+    if rows.is_empty() {
+        return Vec::new();
+    }
+    let whole = encode(rows);
+    let mut k = whole.len().div_ceil(max.max(1));
+    if k <= 1 {
+        return vec![part(rows, whole)];
+    }
+    loop {
+        let size = rows.len().div_ceil(k);
+        let parts: Vec<Part> = rows
+            .chunks_mut(size)
+            .map(|c| {
+                let data = encode(c);
+                part(c, data)
+            })
+            .collect();
+        if size == 1 || parts.iter().all(|p| p.data.len() <= max) {
+            return parts;
+        }
+        k += 1;
+    }
+}
+
+fn part(rows: &[Row], data: Vec<u8>) -> Part {
+    Part {
+        seq_min: rows.first().map_or(0, |r| r.m.seq),
+        seq_max: rows.last().map_or(0, |r| r.m.seq),
+        rows: rows.len(),
+        data,
+    }
+}
+
 struct Reader<'a>(&'a [u8]);
 
 impl Reader<'_> {
@@ -318,6 +369,27 @@ mod tests {
         let bytes = encode(&mut hour());
         let per = bytes.len() as f64 / 120.0;
         assert!(per < 20.0, "{per} bytes per measurement");
+    }
+
+    #[test]
+    fn an_hour_is_cut_into_parts_that_fit_four_to_a_page() {
+        let mut rows = hour();
+        let parts = encode_parts(&mut rows, PART_BYTES);
+        assert!(parts.len() >= 2, "{} parts", parts.len());
+        assert!(parts.iter().all(|p| p.data.len() <= PART_BYTES));
+        let back: Vec<Row> = parts
+            .iter()
+            .flat_map(|p| decode(&p.data).unwrap())
+            .collect();
+        assert_eq!(back.len(), rows.len());
+        assert!(
+            back.windows(2).all(|w| w[0].m.seq < w[1].m.seq),
+            "in order, none lost"
+        );
+        assert_eq!(parts.iter().map(|p| p.rows).sum::<usize>(), rows.len());
+        assert_eq!(parts[0].seq_min, rows[0].m.seq);
+        assert_eq!(parts.last().unwrap().seq_max, rows.last().unwrap().m.seq);
+        assert_eq!(encode_parts(&mut rows[..3], PART_BYTES).len(), 1);
     }
 
     #[test]

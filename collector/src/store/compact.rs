@@ -90,14 +90,11 @@ impl HourRollup {
     }
 }
 
-/// A block to store: one agent, hour and target.
+/// A block to store: one agent, hour and target, in parts.
 #[derive(Debug, Clone)]
 pub struct NewBlock {
     pub target_name: String,
-    pub seq_min: i64,
-    pub seq_max: i64,
-    pub rows: usize,
-    pub data: Vec<u8>,
+    pub parts: Vec<blocks::Part>,
 }
 
 /// One compaction step: an agent's hour, built from its raw rows (ids up to `max_id`)
@@ -225,17 +222,13 @@ pub fn plan_hour(
         if rows.is_empty() {
             continue;
         }
-        let data = blocks::encode(&mut rows);
-        let (lo, hi) = (rows[0].m.seq as i64, rows[rows.len() - 1].m.seq as i64);
-        mv.max_seq = mv.max_seq.max(hi);
+        let parts = blocks::encode_parts(&mut rows, blocks::PART_BYTES);
+        mv.max_seq = mv.max_seq.max(rows[rows.len() - 1].m.seq as i64);
         mv.rollups
             .push(HourRollup::of(agent_id, hour_ms, &target, &rows));
         mv.blocks.push(NewBlock {
             target_name: target,
-            seq_min: lo,
-            seq_max: hi,
-            rows: rows.len(),
-            data,
+            parts,
         });
     }
     Ok(Some(mv))
@@ -263,21 +256,36 @@ pub fn apply(tx: &Connection, mv: &HourMove) -> Result<(), StoreError> {
         )));
     }
     let mut put = tx.prepare_cached(
-        "INSERT INTO measurement_blocks (agent_id, hour_ms, target_name, seq_min, seq_max, rows, data)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT (agent_id, hour_ms, target_name) DO UPDATE SET
+        "INSERT INTO measurement_blocks (agent_id, hour_ms, target_name, part, seq_min, seq_max,
+             rows, data)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (agent_id, hour_ms, target_name, part) DO UPDATE SET
              seq_min = excluded.seq_min, seq_max = excluded.seq_max, rows = excluded.rows,
              data = excluded.data",
     )?;
+    let mut drop_rest = tx.prepare_cached(
+        "DELETE FROM measurement_blocks
+         WHERE agent_id = ?1 AND hour_ms = ?2 AND target_name = ?3 AND part >= ?4",
+    )?;
     for b in &mv.blocks {
-        put.execute(params![
+        for (i, p) in b.parts.iter().enumerate() {
+            put.execute(params![
+                mv.agent_id,
+                mv.hour_ms,
+                b.target_name,
+                i as i64,
+                p.seq_min as i64,
+                p.seq_max as i64,
+                p.rows as i64,
+                p.data
+            ])?;
+        }
+        // A merged hour may need fewer parts than before.
+        drop_rest.execute(params![
             mv.agent_id,
             mv.hour_ms,
             b.target_name,
-            b.seq_min,
-            b.seq_max,
-            b.rows as i64,
-            b.data
+            b.parts.len() as i64
         ])?;
     }
     for r in &mv.rollups {
@@ -473,7 +481,7 @@ pub fn last_received_before(
     // The newest hours with blocks before `until` (a few, for the targets of one hour).
     let mut st = conn.prepare_cached(
         "SELECT data FROM measurement_blocks WHERE agent_id = ?1 AND hour_ms < ?2
-         ORDER BY hour_ms DESC LIMIT 8",
+         ORDER BY hour_ms DESC LIMIT 24",
     )?;
     let blobs = st.query_map(params![agent_id, until], |r| r.get::<_, Vec<u8>>(0))?;
     for b in blobs {

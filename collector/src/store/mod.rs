@@ -259,19 +259,21 @@ CREATE INDEX flags_queue ON flags(
 ) WHERE status IN ('open', 'acknowledged');
 "#,
     r#"
--- Measurements older than a day, compacted: one block per agent, hour (of start_ms) and
--- target, rows encoded by `store::blocks`. A measurement is either a row of
--- `measurements` or in a block, never both (moved in one transaction).
+-- Measurements older than a day, compacted: per agent, hour (of start_ms) and target,
+-- the rows encoded by `store::blocks` in one or more parts of under 1 KB each. A
+-- measurement is either a row of `measurements` or in a block, never both (moved in one
+-- transaction).
 CREATE TABLE measurement_blocks (
     id          INTEGER PRIMARY KEY,
     agent_id    INTEGER NOT NULL,
     hour_ms     INTEGER NOT NULL,
     target_name TEXT NOT NULL,
+    part        INTEGER NOT NULL,
     seq_min     INTEGER NOT NULL,
     seq_max     INTEGER NOT NULL,
     rows        INTEGER NOT NULL,
     data        BLOB NOT NULL,
-    UNIQUE (agent_id, hour_ms, target_name)
+    UNIQUE (agent_id, hour_ms, target_name, part)
 );
 -- A re-sent measurement is looked for among the blocks holding its agent's sequence range.
 CREATE INDEX measurement_blocks_seq ON measurement_blocks(agent_id, seq_max);
@@ -339,6 +341,8 @@ pub fn open(data_dir: &Path, sync: Synchronous) -> Result<Connection, StoreError
         },
     )?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // 16 MB of page cache per connection (SQLite's default is 2 MB); the writer takes more.
+    conn.pragma_update(None, "cache_size", -16_384)?;
     migrate(&mut conn).map_err(|e| match e {
         StoreError::Sql(e) => damage(e),
         other => other,

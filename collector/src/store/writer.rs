@@ -417,7 +417,10 @@ fn mirror_enroll(
 }
 
 fn commit(conn: &mut Connection, batch: &mut [Job]) -> Result<Vec<Outcome>, StoreError> {
-    let tx = conn.transaction()?;
+    // IMMEDIATE: the write lock is taken (and waited for) at the start. A deferred
+    // transaction whose first statement reads cannot wait for another process's write
+    // lock later: SQLite answers "database is locked" at once.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut out = Vec::with_capacity(batch.len());
     for job in batch.iter_mut() {
         out.push(match job {

@@ -22,44 +22,6 @@ struct Args {
 }
 
 /// A quantile from a Prometheus histogram's cumulative buckets (linear within a bucket).
-fn quantile(metrics: &str, name: &str, q: f64) -> f64 {
-    let mut buckets: Vec<(f64, f64)> = metrics
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}_bucket")))
-        .filter_map(|l| {
-            let le = l.split("le=\"").nth(1)?.split('"').next()?;
-            let v: f64 = l.rsplit(' ').next()?.parse().ok()?;
-            Some((
-                if le == "+Inf" {
-                    f64::INFINITY
-                } else {
-                    le.parse().ok()?
-                },
-                v,
-            ))
-        })
-        .collect();
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let total = buckets.last().map(|b| b.1).unwrap_or(0.0);
-    let want = total * q;
-    let mut prev = (0.0, 0.0);
-    for (le, c) in buckets {
-        if c >= want {
-            if le.is_infinite() {
-                return prev.0;
-            }
-            let frac = if c > prev.1 {
-                (want - prev.1) / (c - prev.1)
-            } else {
-                0.0
-            };
-            return prev.0 + (le - prev.0) * frac;
-        }
-        prev = (le, c);
-    }
-    f64::NAN
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -111,8 +73,8 @@ async fn main() -> anyhow::Result<()> {
         secs,
         (cpu1 - cpu0) / secs * 100.0,
         rss,
-        quantile(&metrics, "tps_push_seconds", 0.5) * 1000.0,
-        quantile(&metrics, "tps_push_seconds", 0.99) * 1000.0,
+        tps_tests::stats::histogram_quantile(&metrics, "tps_push_seconds", 0.5) * 1000.0,
+        tps_tests::stats::histogram_quantile(&metrics, "tps_push_seconds", 0.99) * 1000.0,
     );
     fleet.stop().await;
     drop(collector);

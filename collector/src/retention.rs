@@ -23,7 +23,7 @@ use crate::store::{self, StoreError, Synchronous};
 /// Raw rows moved per writer job. Deleting an agent's hour touches a table page per row
 /// (rows lie in arrival order, every agent's interleaved), about 50 µs each: a step
 /// of this many stays within ~50 ms of the writer's time (p99 measured: docs/BENCHMARKS.md).
-const STEP_ROWS: usize = 400;
+const STEP_ROWS: usize = 300;
 /// After each step the pass waits this many times as long as the step held the writer,
 /// so compaction of a backlog takes at most a quarter of the writer's time and pushes
 /// keep the rest.

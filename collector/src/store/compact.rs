@@ -521,3 +521,98 @@ pub fn block_row_count(conn: &Connection) -> Result<u64, StoreError> {
         |r| r.get(0),
     )?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store with one agent (id 1) and `rows` raw rounds, one every 5 minutes from
+    /// `start`, each received a minute after it started.
+    fn store(start: i64, rows: i64) -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = super::super::open(dir.path(), super::super::Synchronous::Normal).unwrap();
+        conn.execute_batch(
+            "PRAGMA foreign_keys = OFF;
+             INSERT INTO agents (tps_code, token_hash, hostname, os, agent_version, enrolled_ms)
+             VALUES ('2101011001001', x'00', 'h', 'Linux', 't', 0);",
+        )
+        .unwrap();
+        for i in 0..rows {
+            let at = start + i * 300_000;
+            conn.execute(
+                "INSERT INTO measurements (agent_id, seq, start_ms, target_name, target_address,
+                     method, sent, received, rtt_min_ms, rtt_avg_ms, rtt_max_ms, jitter_ms,
+                     received_ms, errors)
+                 VALUES (1, ?1, ?2, 'gateway', '192.0.2.1', 'icmp', 5, 5, 9.0, 10.0, 11.0, 0.5, ?3, 0)",
+                params![i + 1, at, at + 60_000],
+            )
+            .unwrap();
+        }
+        (dir, conn)
+    }
+
+    fn compact_all(conn: &Connection, cutoff: i64) -> usize {
+        let limit = raw_id_range(conn).unwrap().1 - 1;
+        let moves = plan_agent(conn, 1, cutoff, limit, usize::MAX).unwrap();
+        for m in &moves {
+            apply(conn, m).unwrap();
+        }
+        moves.iter().map(|m| m.moved).sum()
+    }
+
+    #[test]
+    fn a_round_is_a_row_or_in_a_block_and_the_last_arrival_is_found_in_either() {
+        let h0 = 1_796_000_400_000 / HOUR_MS * HOUR_MS;
+        // Ten hours of rounds, 12 an hour.
+        let (_dir, conn) = store(h0, 120);
+        let seqs = |c: &Connection| -> Vec<u64> {
+            super::super::measurements_of(c, 1).unwrap().iter().map(|m| m.seq).collect()
+        };
+        let until = h0 + 5 * HOUR_MS + 1;
+        let before = last_received_before(&conn, 1, until).unwrap();
+        assert_eq!(before, Some(h0 + 5 * HOUR_MS - 300_000 + 60_000));
+
+        // The first six hours move into blocks: every round once, the newest arrival
+        // before `until` the same.
+        let moved = compact_all(&conn, h0 + 6 * HOUR_MS);
+        assert_eq!(moved, 72);
+        assert_eq!(raw_count(&conn).unwrap(), 48);
+        assert_eq!(block_row_count(&conn).unwrap(), 72);
+        assert_eq!(seqs(&conn), (1..=120).collect::<Vec<_>>());
+        assert_eq!(last_received_before(&conn, 1, until).unwrap(), before);
+        assert!(in_blocks(&conn, 1, 5).unwrap() && !in_blocks(&conn, 1, 100).unwrap());
+
+        // A late round for a moved hour is merged on the next pass; the hour's rollup
+        // counts it.
+        conn.execute(
+            "INSERT INTO measurements (agent_id, seq, start_ms, target_name, target_address,
+                 method, sent, received, received_ms, errors)
+             VALUES (1, 500, ?1, 'gateway', '192.0.2.1', 'icmp', 5, 0, ?2, 0)",
+            params![h0 + 30_000, h0 + 7 * HOUR_MS],
+        )
+        .unwrap();
+        // (A newer row keeps it from being the newest, which always stays a row.)
+        conn.execute(
+            "INSERT INTO measurements (agent_id, seq, start_ms, target_name, target_address,
+                 method, sent, received, received_ms, errors)
+             VALUES (1, 501, ?1, 'gateway', '192.0.2.1', 'icmp', 5, 5, ?1, 0)",
+            params![h0 + 10 * HOUR_MS],
+        )
+        .unwrap();
+        assert_eq!(compact_all(&conn, h0 + 6 * HOUR_MS), 1);
+        let r = hourly_between(&conn, &[1], None, h0, h0 + HOUR_MS).unwrap();
+        assert_eq!((r.len(), r[0].rounds, r[0].received), (1, 13, 60));
+        assert_eq!(raw_count(&conn).unwrap(), 49);
+
+        // Past retention the blocks go; the rollups still say when the last round came.
+        let gone = delete_blocks_before(&conn, h0 + 6 * HOUR_MS, 1000).unwrap();
+        assert!(gone >= 6, "{gone}");
+        assert_eq!(block_row_count(&conn).unwrap(), 0);
+        assert_eq!(
+            last_received_before(&conn, 1, h0 + 3 * HOUR_MS).unwrap(),
+            Some(h0 + 3 * HOUR_MS - 300_000 + 60_000),
+            "from the rollups"
+        );
+        assert_eq!(delete_rollups_before(&conn, h0 + 6 * HOUR_MS, 1000).unwrap(), 6);
+    }
+}

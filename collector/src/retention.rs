@@ -262,3 +262,133 @@ pub async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::facts::Facts;
+    use crate::state::live::Live;
+    use crate::store::writer::Mirror;
+    use rusqlite::params;
+
+    const DAY: i64 = 24 * HOUR;
+    const HOUR: i64 = compact::HOUR_MS;
+
+    /// One day of rounds of agent 1 on three targets, every 5 minutes, as pushes store them.
+    fn a_day(conn: &Connection, day: i64, seq: &mut i64) {
+        let tx = conn.unchecked_transaction().unwrap();
+        for i in 0..288 {
+            for t in ["gateway", "collector", "anchor"] {
+                *seq += 1;
+                let at = day + i * 300_000 + *seq % 13;
+                let rtt = 20.0 + (*seq % 29) as f64 * 0.731;
+                tx.execute(
+                    "INSERT INTO measurements (agent_id, seq, start_ms, target_name, target_address,
+                         method, sent, received, rtt_min_ms, rtt_avg_ms, rtt_max_ms, jitter_ms,
+                         received_ms, errors)
+                     VALUES (1, ?1, ?2, ?3, '192.0.2.1', 'icmp', 5, 5, ?4, ?5, ?6, 0.5, ?7, 0)",
+                    params![*seq, at, t, rtt - 1.0, rtt, rtt + 3.0, at + 60_000],
+                )
+                .unwrap();
+            }
+        }
+        // Every sink has read it.
+        tx.execute(
+            "INSERT OR REPLACE INTO sink_cursors (name, last_id) SELECT 'rollup', max(id) FROM measurements",
+            [],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+
+    #[tokio::test]
+    async fn with_a_clock_we_control_the_store_plateaus_and_keeps_what_retention_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = store::open(dir.path(), Synchronous::Normal).unwrap();
+        conn.execute_batch(
+            "PRAGMA foreign_keys = OFF;
+             INSERT INTO agents (tps_code, token_hash, hostname, os, agent_version, enrolled_ms)
+             VALUES ('2101011001001', x'00', 'h', 'Linux', 't', 0);",
+        )
+        .unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let (facts, _rx) = Facts::channel(metrics.clone());
+        let mirror = Mirror {
+            live: Arc::new(Live::load(Vec::new(), Vec::new())),
+            facts,
+        };
+        let wconn = store::open(dir.path(), Synchronous::Normal).unwrap();
+        let (writer, _thread) =
+            Writer::spawn(wconn, 64, Duration::from_secs(5), metrics.clone(), mirror).unwrap();
+        let config = RetentionConfig {
+            raw: Duration::from_secs(3 * 86_400),
+            rollups: Duration::from_secs(6 * 86_400),
+            compact_after: Duration::from_secs(86_400),
+            every: Duration::from_secs(3600),
+        };
+        let r = Retention::open(
+            dir.path(),
+            Synchronous::Normal,
+            writer,
+            config,
+            false,
+            metrics,
+        )
+        .unwrap();
+        let day0 = 1_796_083_200_000 / DAY * DAY;
+        let mut seq = 0;
+        let mut pages = Vec::new();
+        for d in 0..14 {
+            a_day(&conn, day0 + d * DAY, &mut seq);
+            let now = day0 + (d + 1) * DAY + 2 * HOUR;
+            let stats = r.pass(now).await.unwrap();
+            if d >= 1 {
+                assert_eq!(stats.moved, 864, "day {d}: a day of rounds compacted");
+            }
+            let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+            pages.push(count("PRAGMA page_count") - count("PRAGMA freelist_count"));
+            // Rows only for the last ~26 h, blocks for 3 days, rollups for 6.
+            let oldest =
+                |sql: &str| -> Option<i64> { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+            let raw = oldest("SELECT min(start_ms) FROM measurements").unwrap();
+            assert!(
+                raw >= compact::hour_of(now - DAY),
+                "day {d}: rows only for a day"
+            );
+            if let Some(b) = oldest("SELECT min(hour_ms) FROM measurement_blocks") {
+                assert!(
+                    b >= compact::hour_of(now - 3 * DAY),
+                    "day {d}: blocks past retention"
+                );
+            }
+            if d >= 7 {
+                let h = oldest("SELECT min(hour_ms) FROM hourly_rollups").unwrap();
+                assert!(
+                    h >= compact::hour_of(now - 6 * DAY),
+                    "day {d}: rollups past retention"
+                );
+                assert!(
+                    h < compact::hour_of(now - 5 * DAY),
+                    "day {d}: rollups kept 6 days"
+                );
+            }
+        }
+        // Once retention deletes as much as arrives, the pages in use stop growing.
+        let (at7, at13) = (pages[7], pages[13]);
+        assert!(
+            at13 <= at7 + at7 / 20,
+            "pages in use over 14 days: {pages:?}"
+        );
+        let file = |_: ()| std::fs::metadata(store::db_path(dir.path())).unwrap().len();
+        let before = file(());
+        a_day(&conn, day0 + 14 * DAY, &mut seq);
+        r.pass(day0 + 15 * DAY + 2 * HOUR).await.unwrap();
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+        assert!(
+            file(()) <= before + before / 20,
+            "the file reuses freed pages: {before} → {}",
+            file(())
+        );
+    }
+}

@@ -566,7 +566,11 @@ mod tests {
         // Ten hours of rounds, 12 an hour.
         let (_dir, conn) = store(h0, 120);
         let seqs = |c: &Connection| -> Vec<u64> {
-            super::super::measurements_of(c, 1).unwrap().iter().map(|m| m.seq).collect()
+            super::super::measurements_of(c, 1)
+                .unwrap()
+                .iter()
+                .map(|m| m.seq)
+                .collect()
         };
         let until = h0 + 5 * HOUR_MS + 1;
         let before = last_received_before(&conn, 1, until).unwrap();
@@ -613,6 +617,9 @@ mod tests {
             Some(h0 + 3 * HOUR_MS - 300_000 + 60_000),
             "from the rollups"
         );
-        assert_eq!(delete_rollups_before(&conn, h0 + 6 * HOUR_MS, 1000).unwrap(), 6);
+        assert_eq!(
+            delete_rollups_before(&conn, h0 + 6 * HOUR_MS, 1000).unwrap(),
+            6
+        );
     }
 }

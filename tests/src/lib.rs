@@ -120,6 +120,22 @@ pub fn agent_status(spool_depth: u64) -> pb::AgentStatus {
     }
 }
 
+/// The first `n` stations of the Kepri registry, as a registry file in `dir`.
+pub fn small_registry(dir: &Path, n: usize) -> anyhow::Result<std::path::PathBuf> {
+    let text = std::fs::read_to_string(kepri_registry())?;
+    let lines: Vec<&str> = text.lines().take(n + 1).collect();
+    let file = dir.join(format!("registry-{n}.csv"));
+    std::fs::write(&file, lines.join("\n") + "\n")?;
+    Ok(file)
+}
+
+/// `/healthz`: its status code and body.
+pub async fn healthz(c: &TestCollector) -> anyhow::Result<(u16, serde_json::Value)> {
+    let r = reqwest::get(c.url("/healthz")).await?;
+    let s = r.status().as_u16();
+    Ok((s, r.json().await?))
+}
+
 /// A valid ICMP measurement with sequence `seq`, started `seq` seconds after `base_ms`.
 pub fn measurement(seq: u64, base_ms: i64, target: &str) -> pb::Measurement {
     let rtt = 20.0 + (seq % 7) as f64;

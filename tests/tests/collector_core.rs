@@ -7,18 +7,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
-use tps_tests::{Agent, TestCollector, eventually, kepri_registry, measurement, now_ms};
+use tps_tests::{
+    Agent, TestCollector, eventually, healthz, kepri_registry, measurement, now_ms, small_registry,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// The first `n` stations of the Kepri registry, as a registry file in `dir`.
-fn small_registry(dir: &Path, n: usize) -> anyhow::Result<PathBuf> {
-    let text = std::fs::read_to_string(kepri_registry())?;
-    let lines: Vec<&str> = text.lines().take(n + 1).collect();
-    let file = dir.join(format!("registry-{n}.csv"));
-    std::fs::write(&file, lines.join("\n") + "\n")?;
-    Ok(file)
-}
 
 /// A tmpfs of `mb` megabytes mounted on `dir` while it lives.
 struct Tmpfs(PathBuf);
@@ -52,12 +45,6 @@ impl Drop for Tmpfs {
 
 async fn station(c: &TestCollector, tps: &str) -> anyhow::Result<Value> {
     Ok(c.get_json(&format!("/api/v1/stations/{tps}")).await?.1)
-}
-
-async fn healthz(c: &TestCollector) -> anyhow::Result<(u16, Value)> {
-    let r = reqwest::get(c.url("/healthz")).await?;
-    let s = r.status().as_u16();
-    Ok((s, r.json().await?))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,29 +2,14 @@
 //! pushes are refused with `UNAVAILABLE` while the API stays up and no station is blamed,
 //! and they are taken again once space returns, with nothing acknowledged lost.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
 use tps_tests::loopfs::LoopFs;
-use tps_tests::{Agent, TestCollector, eventually, kepri_registry, measurement, now_ms};
+use tps_tests::{Agent, TestCollector, eventually, healthz, measurement, now_ms, small_registry};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// The first `n` stations of the Kepri registry, as a registry file in `dir`.
-fn small_registry(dir: &Path, n: usize) -> anyhow::Result<PathBuf> {
-    let text = std::fs::read_to_string(kepri_registry())?;
-    let lines: Vec<&str> = text.lines().take(n + 1).collect();
-    let file = dir.join(format!("registry-{n}.csv"));
-    std::fs::write(&file, lines.join("\n") + "\n")?;
-    Ok(file)
-}
-
-async fn healthz(c: &TestCollector) -> anyhow::Result<(u16, Value)> {
-    let r = reqwest::get(c.url("/healthz")).await?;
-    let s = r.status().as_u16();
-    Ok((s, r.json().await?))
-}
 
 fn free_bytes(dir: &Path) -> anyhow::Result<u64> {
     let s = rustix::fs::statvfs(dir)?;

@@ -429,3 +429,11 @@ impl Metrics {
         out
     }
 }
+
+/// The value of one series (`name` with its labels as exposed, e.g.
+/// `tps_push_rejects_total{reason="busy"}`) in a `/metrics` text, for tools and tests.
+pub fn value_in(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .find_map(|v| v.split_whitespace().next()?.parse().ok())
+}

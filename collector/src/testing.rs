@@ -126,12 +126,7 @@ impl TestCollector {
     /// `tps_push_rejects_total{reason="busy"}`); 0 when absent.
     pub async fn metric(&self, series: &str) -> anyhow::Result<f64> {
         let text = reqwest::get(self.url("/metrics")).await?.text().await?;
-        Ok(text
-            .lines()
-            .filter_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-            .filter_map(|v| v.trim().parse().ok())
-            .next()
-            .unwrap_or(0.0))
+        Ok(crate::metrics::value_in(&text, series).unwrap_or(0.0))
     }
 
     /// Signals shutdown and waits until the collector has drained and stopped.

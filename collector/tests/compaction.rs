@@ -4,7 +4,7 @@
 //! once, as a raw row or in a block.
 
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, params};
@@ -82,16 +82,10 @@ fn old_store(data: &Path, now: i64) -> anyhow::Result<()> {
 }
 
 fn start(dir: &Path) -> anyhow::Result<(Child, String)> {
-    let cfg = dir.join("collector.toml");
-    std::fs::write(
-        &cfg,
-        "[grpc]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[tls]\nplaintext = true\n\
-         [store]\ndata_dir = \"data\"\nmin_free_mb = 0\nmin_free_pct = 0\n\
-         [retention]\ncompact_after_hours = 1\nevery_secs = 1\n",
+    let (child, _, http) = support::serve(
+        dir,
+        "min_free_mb = 0\nmin_free_pct = 0\n[retention]\ncompact_after_hours = 1\nevery_secs = 1\n",
     )?;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tps-collector"));
-    cmd.args(["serve", "--config"]).arg(&cfg);
-    let (child, _, http) = support::spawn(cmd)?;
     Ok((child, format!("http://{http}")))
 }
 
@@ -102,12 +96,7 @@ async fn moved(http: &str) -> Option<f64> {
         .text()
         .await
         .ok()?;
-    text.lines()
-        .find(|l| l.starts_with("tps_compaction_moved_measurements_total "))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    tps_collector::metrics::value_in(&text, "tps_compaction_moved_measurements_total")
 }
 
 /// Every agent's sequence numbers, raw rows and blocks together, must be 1..=PER_AGENT

@@ -25,14 +25,7 @@ struct Proc {
 
 /// Starts the collector binary and reads its bound gRPC address from the log.
 fn start(dir: &Path) -> anyhow::Result<Proc> {
-    let cfg = dir.join("collector.toml");
-    std::fs::write(
-        &cfg,
-        "[grpc]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[tls]\nplaintext = true\n[store]\ndata_dir = \"data\"\n",
-    )?;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tps-collector"));
-    cmd.args(["serve", "--config"]).arg(&cfg);
-    let (child, grpc, _) = support::spawn(cmd)?;
+    let (child, grpc, _) = support::serve(dir, "")?;
     Ok(Proc {
         child,
         grpc: format!("http://{grpc}"),

@@ -20,11 +20,11 @@ pub fn hour_of(ms: i64) -> i64 {
 }
 
 fn damaged(e: blocks::BlockError) -> StoreError {
-    StoreError::CommitFailed(e.to_string())
+    StoreError::Block(e)
 }
 
 /// One hour of one agent and target, summed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct HourRollup {
     pub agent_id: i64,
     pub hour_ms: i64,
@@ -50,19 +50,8 @@ impl HourRollup {
             agent_id,
             hour_ms,
             target_name: target.to_string(),
-            rounds: 0,
-            sent: 0,
-            received: 0,
-            errors: 0,
-            loss_sum: 0.0,
-            rtt_rounds: 0,
-            rtt_avg_sum_ms: 0.0,
-            rtt_min_ms: None,
-            rtt_max_ms: None,
-            jitter_rounds: 0,
-            jitter_sum_ms: 0.0,
-            rtt_hist: Vec::new(),
             last_received_ms: i64::MIN,
+            ..HourRollup::default()
         };
         let mut hist = Hist::default();
         for r in rows {
@@ -508,23 +497,21 @@ pub fn last_received_before(
     Ok(best)
 }
 
-/// Raw measurement rows.
-pub fn raw_count(conn: &Connection) -> Result<u64, StoreError> {
-    super::count(conn, "measurements")
-}
-
-/// Rows in blocks.
-pub fn block_row_count(conn: &Connection) -> Result<u64, StoreError> {
-    Ok(conn.query_row(
-        "SELECT coalesce(sum(rows), 0) FROM measurement_blocks",
-        [],
-        |r| r.get(0),
-    )?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn raw_count(conn: &Connection) -> Result<u64, StoreError> {
+        super::super::count(conn, "measurements")
+    }
+
+    fn block_row_count(conn: &Connection) -> Result<u64, StoreError> {
+        Ok(conn.query_row(
+            "SELECT coalesce(sum(rows), 0) FROM measurement_blocks",
+            [],
+            |r| r.get(0),
+        )?)
+    }
 
     /// A store with one agent (id 1) and `rows` raw rounds, one every 5 minutes from
     /// `start`, each received a minute after it started.

@@ -56,6 +56,8 @@ pub enum StoreError {
     CommitFailed(String),
     #[error("the store writer has stopped")]
     WriterGone,
+    #[error(transparent)]
+    Block(#[from] blocks::BlockError),
     #[error(
         "the database {path} is damaged ({detail}). The collector will not serve it. Stop \
          anything using it, keep a copy of the data directory, then restore the last backup, \

@@ -485,7 +485,7 @@ async fn series(
     // plus the raw rows not yet compacted into them; such series start on the hour.
     let hourly = step % HOUR_MS == 0;
     let from = if hourly {
-        from.div_euclid(HOUR_MS) * HOUR_MS
+        crate::store::compact::hour_of(from)
     } else {
         from
     };

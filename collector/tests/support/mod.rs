@@ -2,6 +2,7 @@
 //! bound are read from its log.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -37,4 +38,22 @@ pub fn spawn(mut cmd: Command) -> anyhow::Result<(Child, String, String)> {
         .recv_timeout(Duration::from_secs(30))
         .map_err(|_| anyhow::anyhow!("the collector did not report its addresses within 30 s"))?;
     Ok((child, grpc, http))
+}
+
+/// Serves `dir/data` in plain text on two free loopback ports, with `store_extra` TOML
+/// appended after the `[store]` keys (further sections may follow in it).
+// Not every test binary that includes this module calls it (edges.rs wraps the binary in
+// `prlimit` and configures each port).
+#[allow(dead_code)]
+pub fn serve(dir: &Path, store_extra: &str) -> anyhow::Result<(Child, String, String)> {
+    let cfg = dir.join("collector.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[grpc]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[tls]\nplaintext = true\n[store]\ndata_dir = \"data\"\n{store_extra}"
+        ),
+    )?;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tps-collector"));
+    cmd.args(["serve", "--config"]).arg(&cfg);
+    spawn(cmd)
 }

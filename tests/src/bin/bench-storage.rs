@@ -161,10 +161,7 @@ async fn metrics(http: &str) -> anyhow::Result<String> {
 }
 
 fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(&format!("{series} ")))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0.0)
+    tps_collector::metrics::value_in(text, series).unwrap_or(0.0)
 }
 
 struct Run {

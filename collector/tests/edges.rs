@@ -143,11 +143,7 @@ async fn metric(p: &Proc, series: &str) -> f64 {
         return 0.0;
     };
     let text = r.text().await.unwrap_or_default();
-    text.lines()
-        .filter_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .filter_map(|v| v.trim().parse().ok())
-        .next()
-        .unwrap_or(0.0)
+    tps_collector::metrics::value_in(&text, series).unwrap_or(0.0)
 }
 
 async fn eventually<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T>
@@ -206,10 +202,15 @@ async fn a_stopped_collector_does_not_blame_the_stations() -> anyhow::Result<()>
         (metric(&p, "tps_collector_away_total{kind=\"stalled\"}").await >= 1.0).then_some(())
     })
     .await?;
-    // Keep the agent fresh for a few ticks after the stall, then look at the record.
+    // Keep the agent fresh for a few ticks after the stall (each push followed by a
+    // coverage evaluation), then look at the record.
     for seq in 3..6 {
         c.push(push_req(&token, seq)).await?;
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        let pushed = tps_collector::domain::now_ms() as f64 / 1000.0;
+        eventually("coverage evaluated after the push", || async {
+            (metric(&p, "tps_coverage_evaluated_timestamp_seconds").await > pushed).then_some(())
+        })
+        .await?;
     }
     let (_, s) = get(&p, &format!("/api/v1/stations/{tps}")).await?;
     assert_eq!(s["coverage"]["state"], "covered", "{s}");

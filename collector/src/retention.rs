@@ -111,6 +111,8 @@ impl Retention {
         let cursors = self.cursors.clone();
         let (agents, id_limit) = self
             .read(move |c| {
+                // Never the newest row: SQLite gives a new row the highest rowid + 1, so
+                // deleting it would hand its id out again, behind the sinks' cursors.
                 let mut limit = compact::raw_id_range(c)?.1 - 1;
                 for name in cursors {
                     limit = limit.min(store::sink_cursor(c, name)?);

@@ -142,6 +142,11 @@ impl CodeKey {
 ///
 /// Bounded: past `max_keys`, expired windows are purged; if none expired, new attempts
 /// are refused (an attacker spraying keys must not grow memory) and counted.
+///
+/// A peer whose window is full only because attempts are still under way (many devices
+/// behind one carrier NAT enrolling at once) is told it is busy, not locked out: nothing
+/// was wrong yet. Attempts left unfinished for `IN_FLIGHT_FOR` no longer count as under
+/// way (they stay counted in the window).
 #[derive(Debug)]
 pub struct EnrollLimiter {
     per_station: u32,
@@ -149,8 +154,13 @@ pub struct EnrollLimiter {
     window: Duration,
     max_keys: usize,
     windows: HashMap<String, (Instant, u32)>,
+    /// Attempts under way per peer key, and when the last began.
+    in_flight: HashMap<String, (Instant, u32)>,
     pub refused_full: u64,
 }
+
+/// How long an attempt may stay unfinished and still count as under way.
+const IN_FLIGHT_FOR: Duration = Duration::from_secs(30);
 
 /// Who has to wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,6 +170,8 @@ pub enum Locked {
     Station,
     /// The limiter is full of fresh windows (a key spray).
     Full,
+    /// Not a lockout: this peer's window is full of attempts still under way.
+    Busy,
 }
 
 /// An attempt under way: finish it with [`EnrollLimiter::succeed`] or
@@ -196,6 +208,7 @@ impl EnrollLimiter {
             window,
             max_keys,
             windows: HashMap::new(),
+            in_flight: HashMap::new(),
             refused_full: 0,
         }
     }
@@ -233,6 +246,10 @@ impl EnrollLimiter {
         };
         let (np, wp) = self.count(&a.peer, now);
         if np >= self.per_peer {
+            let busy = self.under_way(&a.peer, now);
+            if np - busy.min(np) < self.per_peer {
+                return Err((Locked::Busy, Duration::from_secs(1)));
+            }
             return Err((Locked::Peer, wp));
         }
         let (npair, wpair) = self.count(&a.pair, now);
@@ -247,6 +264,8 @@ impl EnrollLimiter {
             let window = self.window;
             self.windows
                 .retain(|_, (start, _)| now.duration_since(*start) < window);
+            self.in_flight
+                .retain(|_, (last, _)| now.duration_since(*last) < IN_FLIGHT_FOR);
             if self.windows.len() + 3 > self.max_keys {
                 self.refused_full += 1;
                 return Err((Locked::Full, Duration::from_secs(60)));
@@ -255,11 +274,35 @@ impl EnrollLimiter {
         for k in [&a.peer, &a.pair, &a.station] {
             self.bump(k, now);
         }
+        let e = self.in_flight.entry(a.peer.clone()).or_insert((now, 0));
+        if now.duration_since(e.0) >= IN_FLIGHT_FOR {
+            e.1 = 0;
+        }
+        *e = (now, e.1 + 1);
         Ok(a)
+    }
+
+    /// Attempts from `peer` begun in the last `IN_FLIGHT_FOR` and not yet finished.
+    fn under_way(&self, peer: &str, now: Instant) -> u32 {
+        match self.in_flight.get(peer) {
+            Some((last, n)) if now.duration_since(*last) < IN_FLIGHT_FOR => *n,
+            _ => 0,
+        }
+    }
+
+    /// An attempt of `peer` finished.
+    fn finished(&mut self, peer: &str) {
+        if let Some(e) = self.in_flight.get_mut(peer) {
+            e.1 = e.1.saturating_sub(1);
+            if e.1 == 0 {
+                self.in_flight.remove(peer);
+            }
+        }
     }
 
     /// The code was right: the attempt is given back and the station starts afresh.
     pub fn succeed(&mut self, a: Attempt) {
+        self.finished(&a.peer);
         for k in [&a.peer, &a.pair] {
             if let Some(e) = self.windows.get_mut(k.as_str()) {
                 e.1 = e.1.saturating_sub(1);
@@ -272,6 +315,7 @@ impl EnrollLimiter {
     /// The code was wrong (the attempt stays counted); returns the windows that have
     /// just reached their limit.
     pub fn fail(&mut self, a: Attempt, now: Instant) -> Vec<Lockout> {
+        self.finished(&a.peer);
         let mut out = Vec::new();
         for (k, limit) in [
             (&a.peer, self.per_peer),
@@ -364,6 +408,37 @@ mod tests {
             .filter_map(|_| l.begin("s", "p", t0).ok())
             .collect();
         assert_eq!(began.len(), 5);
+    }
+
+    #[test]
+    fn many_attempts_under_way_are_busy_not_locked_out() {
+        let mut l = EnrollLimiter::new(5, 20, Duration::from_secs(900), 1000);
+        let t0 = Instant::now();
+        // 20 devices behind one NAT address, each on its own station, all at once.
+        let began: Vec<_> = (0..20)
+            .map(|i| l.begin(&format!("s{i}"), "nat", t0).unwrap())
+            .collect();
+        assert_eq!(l.begin("s20", "nat", t0).unwrap_err().0, Locked::Busy);
+        for a in began {
+            l.succeed(a);
+        }
+        assert!(l.begin("s20", "nat", t0).is_ok());
+        // Twenty wrong codes are a lockout, however many are under way.
+        let mut l = EnrollLimiter::new(5, 20, Duration::from_secs(900), 1000);
+        for i in 0..20 {
+            let a = l.begin(&format!("s{i}"), "p", t0).unwrap();
+            let _ = l.fail(a, t0);
+        }
+        assert_eq!(l.begin("s20", "p", t0).unwrap_err().0, Locked::Peer);
+        // Attempts abandoned mid-way stop counting as under way after a while.
+        let mut l = EnrollLimiter::new(5, 2, Duration::from_secs(900), 1000);
+        std::mem::forget([
+            l.begin("a", "q", t0).unwrap(),
+            l.begin("b", "q", t0).unwrap(),
+        ]);
+        assert_eq!(l.begin("c", "q", t0).unwrap_err().0, Locked::Busy);
+        let later = t0 + IN_FLIGHT_FOR;
+        assert_eq!(l.begin("c", "q", later).unwrap_err().0, Locked::Peer);
     }
 
     #[test]

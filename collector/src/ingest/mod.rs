@@ -198,8 +198,13 @@ impl pb::collector_server::Collector for Ingest {
         {
             Ok(a) => a,
             Err((who, wait)) => {
-                self.metrics.enrollment("rate_limited");
                 let whom = match who {
+                    Locked::Busy => {
+                        self.metrics.enrollment("busy");
+                        return Err(Status::unavailable(
+                            "too many enrollments under way from this address at once; try again in a few seconds",
+                        ));
+                    }
                     Locked::Peer => "from this address".to_string(),
                     Locked::PeerOnStation => format!("for TPS {tps_code} from this address"),
                     Locked::Station => {
@@ -207,6 +212,7 @@ impl pb::collector_server::Collector for Ingest {
                     }
                     Locked::Full => "from too many places at once".to_string(),
                 };
+                self.metrics.enrollment("rate_limited");
                 return Err(Status::resource_exhausted(format!(
                     "too many wrong enrollment codes {whom}; try again in {} minute(s)",
                     wait.as_secs().div_ceil(60)

@@ -259,7 +259,8 @@ pub async fn run(
             () = &mut stop => break,
             () = tokio::time::sleep(config.every) => {}
         }
-        if let Err(e) = r.pass(now_ms()).await {
+        let now = config.timeline.map_or_else(now_ms, |t| t.at(now_ms()));
+        if let Err(e) = r.pass(now).await {
             tracing::warn!(error = %e, "compaction pass stopped; the next pass goes on from here");
         }
     }
@@ -327,6 +328,7 @@ mod tests {
             rollups: Duration::from_secs(6 * 86_400),
             compact_after: Duration::from_secs(86_400),
             every: Duration::from_secs(3600),
+            timeline: None,
         };
         let r = Retention::open(
             dir.path(),

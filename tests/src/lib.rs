@@ -10,6 +10,7 @@
 //! - [`device`]: what the router and laptop tests share.
 //! - [`fleet`]: the fleet simulator (the agent's own code, synthetic probes).
 //! - [`process`]: a collector as its own process; RSS and CPU from `/proc`.
+//! - [`links`]: round outcomes drawn like the Kepri link mix, for storage benchmarks.
 //! - [`loopfs`]: an ext4 of its own on a loop device, to count what storage receives.
 //! - [`router`]: a cross-built agent under qemu-user in a chroot with no libc.
 //! - [`stats`]: medians and percentiles of benchmark samples.
@@ -20,6 +21,7 @@ pub mod browser;
 pub mod device;
 pub mod fleet;
 pub mod history;
+pub mod links;
 pub mod loopfs;
 pub mod process;
 pub mod router;

@@ -22,7 +22,7 @@ use tps_proto::v1 as pb;
 use tps_proto::v1::collector_client::CollectorClient;
 use tps_tests::process::{CollectorProcess, prepare_store};
 use tps_tests::stats::{histogram_quantile, median};
-use tps_tests::{kepri_registry, now_ms, push_request};
+use tps_tests::{kepri_registry, links, now_ms, push_request};
 
 #[derive(Parser)]
 struct Args {
@@ -45,11 +45,6 @@ struct Args {
 }
 
 const HOUR: i64 = 3_600_000;
-const TARGETS: [(&str, &str); 3] = [
-    ("gateway", "192.168.1.1"),
-    ("collector", "203.0.113.10"),
-    ("anchor", "198.51.100.7"),
-];
 
 /// Writes the backlog; returns how many rounds.
 fn backlog(data: &Path, agents: usize, hours: i64, now: i64) -> anyhow::Result<u64> {
@@ -87,43 +82,26 @@ fn backlog(data: &Path, agents: usize, hours: i64, now: i64) -> anyhow::Result<u
                 start,
                 rounds * 3
             ])?;
-            let link: f64 = match rng.random_range(0..100) {
-                0..20 => 8.0,
-                20..85 => 60.0,
-                _ => 620.0,
-            };
-            base.push([link * 0.3, link, link * 1.2f64]);
+            base.push(links::base_rtts(&mut rng));
         }
         for r in 0..rounds {
             for (a, b) in base.iter().enumerate() {
                 let at = start + r * 30_000 + rng.random_range(0..40);
                 let received_ms = (at / 60_000 + 1) * 60_000 + rng.random_range(100..400);
-                for (t, (name, addr)) in TARGETS.iter().enumerate() {
+                for (t, (name, addr)) in links::TARGETS.iter().enumerate() {
                     let seq = r * 3 + t as i64 + 1;
-                    let lost = match rng.random_range(0..1000) {
-                        0..5 => 5,
-                        5..30 => rng.random_range(1..3),
-                        _ => 0,
-                    };
-                    let received = 5 - lost;
-                    let rtt = (received > 0).then(|| {
-                        let avg = b[t] * (1.0 + rng.random_range(0.0..0.15));
-                        let min = avg - rng.random_range(0.0..0.1) * b[t];
-                        let max = avg + rng.random_range(0.0..0.4) * b[t];
-                        let jitter = rng.random_range(0.0..0.12) * b[t];
-                        (min.max(0.1), avg, max, jitter)
-                    });
+                    let o = links::draw(&mut rng, b[t]);
                     m.execute(params![
                         first_id + a as i64,
                         seq,
                         at,
                         name,
                         addr,
-                        received,
-                        rtt.map(|x| x.0),
-                        rtt.map(|x| x.1),
-                        rtt.map(|x| x.2),
-                        rtt.filter(|_| received > 1).map(|x| x.3),
+                        o.received,
+                        o.rtt_min_ms,
+                        o.rtt_avg_ms,
+                        o.rtt_max_ms,
+                        o.jitter_ms,
                         received_ms,
                     ])?;
                     n += 1;

@@ -21,6 +21,11 @@ pub struct Metrics {
     rejects: Family<Labels, Counter>,
     enrollments: Family<Labels, Counter>,
     pub commit_seconds: Histogram,
+    /// WAL checkpoints, taken off the writer's path.
+    pub checkpoint_seconds: Histogram,
+    pub checkpoints: Counter,
+    /// Pages in the log not yet copied into the database file.
+    pub wal_pages_behind: Gauge,
     /// Time from receiving a push to answering it (validation, queue, commit).
     pub push_seconds: Histogram,
     pub commit_jobs: Histogram,
@@ -93,6 +98,24 @@ impl Metrics {
         let rejects = Family::<Labels, Counter>::default();
         let enrollments = Family::<Labels, Counter>::default();
         let commit_seconds = Histogram::new(exponential_buckets(0.000_25, 2.0, 14));
+        let checkpoint_seconds = Histogram::new(exponential_buckets(0.000_25, 2.0, 16));
+        let checkpoints = Counter::default();
+        let wal_pages_behind = Gauge::default();
+        registry.register(
+            "store_checkpoint_seconds",
+            "Time one WAL checkpoint took (its own thread; commits do not wait for it)",
+            checkpoint_seconds.clone(),
+        );
+        registry.register(
+            "store_checkpoints",
+            "WAL checkpoints taken",
+            checkpoints.clone(),
+        );
+        registry.register(
+            "store_wal_pages_behind",
+            "Pages in the write-ahead log not yet copied into the database file",
+            wal_pages_behind.clone(),
+        );
         let commit_jobs = Histogram::new(exponential_buckets(1.0, 2.0, 11));
         let push_seconds = Histogram::new(exponential_buckets(0.000_25, 2.0, 16));
         registry.register(
@@ -335,6 +358,9 @@ impl Metrics {
             rejects,
             enrollments,
             commit_seconds,
+            checkpoint_seconds,
+            checkpoints,
+            wal_pages_behind,
             push_seconds,
             commit_jobs,
             commit_failures,

@@ -9,6 +9,7 @@
 //! but a power cut may lose the last commits (acknowledged ones included).
 
 pub mod blocks;
+pub mod checkpoint;
 pub mod compact;
 pub mod flags;
 pub mod integrity;

@@ -168,9 +168,14 @@ impl Writer {
         let m = metrics.clone();
         let health = Arc::new(Health::default());
         let h = health.clone();
+        let checkpointer = super::checkpoint::Checkpointer::start(&conn, metrics.clone())?;
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(conn, rx, &m, &mirror, &h))?;
+            .spawn(move || {
+                writer_loop(conn, rx, &m, &mirror, &h);
+                // The last checkpoint comes after the last commit.
+                drop(checkpointer);
+            })?;
         Ok((
             Writer {
                 tx,

@@ -102,13 +102,14 @@ async fn agent(plan: Arc<Plan>, tps: String, code: String, seed: u64) -> anyhow:
         ref enrolling,
     } = *plan;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    // Connect only when it is this agent's turn: an idle new connection is closed.
+    let permit = enrolling.acquire().await?;
     let mut client = loop {
         match CollectorClient::connect(endpoint.clone()).await {
             Ok(c) => break c,
             Err(_) => tokio::time::sleep(Duration::from_millis(rng.random_range(200..2000))).await,
         }
     };
-    let permit = enrolling.acquire().await?;
     let token = loop {
         let req = pb::EnrollRequest {
             tps_code: tps.clone(),
@@ -121,12 +122,19 @@ async fn agent(plan: Arc<Plan>, tps: String, code: String, seed: u64) -> anyhow:
         };
         match client.enroll(req).await {
             Ok(r) => break r.into_inner().token,
-            Err(s) if s.code() == tonic::Code::Unavailable => {
-                tokio::time::sleep(Duration::from_millis(rng.random_range(200..2000))).await
-            }
-            Err(s) => {
+            // Refusals end the run; a busy collector or a dropped connection is retried.
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::PermissionDenied
+                        | tonic::Code::NotFound
+                        | tonic::Code::InvalidArgument
+                        | tonic::Code::ResourceExhausted
+                ) =>
+            {
                 anyhow::bail!("{tps}: enrollment refused: {}", s.message())
             }
+            Err(_) => tokio::time::sleep(Duration::from_millis(rng.random_range(200..2000))).await,
         }
     };
     drop(permit);

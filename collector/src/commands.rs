@@ -49,6 +49,16 @@ pub fn import_stations(data_dir: &Path, file: &Path) -> Result<ImportSummary, Co
         source,
     })?;
     tracing::info!(stations = stations.len(), "registry valid; writing");
+    let outside = crate::boundaries::warn_outside(&stations);
+    if outside.count > 0 {
+        tracing::warn!(
+            stations = outside.count,
+            "stations lie outside their own regency's boundary; imported anyway, but check their coordinates (lat/lon swapped or a sign lost?)"
+        );
+        for line in &outside.first {
+            tracing::warn!("{line}");
+        }
+    }
     let mut conn = store::open(data_dir, Synchronous::Full)?;
     let summary = store::import_stations(&mut conn, &stations, now_ms(), |n| {
         tracing::info!(stations = n, "written")

@@ -25,6 +25,7 @@
 //! - [`retention`]: the schedule that compacts old measurements and deletes what is past
 //!   retention, in small writer steps.
 //! - [`registry`]: parsing and validating the station registry CSV.
+//! - [`boundaries`]: the bundled regency outlines: stations outside their regency, the map.
 //! - [`auth`]: tokens, one-time enrollment codes, their hashes, the enrollment limiter.
 //! - [`metrics`]: the collector's own Prometheus metrics.
 //! - [`limits`]: the open-file limit (one socket per connected agent) and the caps it gives.
@@ -33,6 +34,7 @@
 //! - `testing` (feature `testing`): a real collector on loopback for other crates' tests.
 
 pub mod auth;
+pub mod boundaries;
 pub mod commands;
 pub mod config;
 pub mod domain;

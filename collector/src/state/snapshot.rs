@@ -23,6 +23,8 @@ pub struct StationInfo {
     district: u32,
     pub lat: Option<f64>,
     pub lon: Option<f64>,
+    /// Its coordinates fall outside its own regency's boundary (a registry error).
+    pub outside_regency: bool,
 }
 
 /// A village's name, as written and lowercased for search.
@@ -104,6 +106,11 @@ impl Registry {
                 district,
                 lat: st.lat,
                 lon: st.lon,
+                outside_regency: crate::boundaries::outside_own_regency(
+                    st.tps_code.as_str(),
+                    st.lat,
+                    st.lon,
+                ),
             };
             match self.index.get(&st.tps_code) {
                 Some(&i) => self.stations[i as usize] = info,
@@ -120,6 +127,15 @@ impl Registry {
             self.order = order;
         }
         added
+    }
+
+    /// Stations under a region code prefix (`""`: all) placed outside their own regency.
+    pub fn outside_regency(&self, region: &str) -> usize {
+        let digits = region.replace('.', "");
+        self.stations
+            .iter()
+            .filter(|s| s.outside_regency && s.tps_code.as_str().starts_with(&digits))
+            .count()
     }
 
     pub fn name(&self, region: &str) -> Option<&str> {

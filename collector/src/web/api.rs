@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/summary", get(summary))
         .route("/api/v1/regions", get(regions))
+        .route("/api/v1/boundaries", get(boundaries))
         .route(
             "/api/v1/stations",
             get(stations)
@@ -161,6 +163,7 @@ async fn summary(
     body["as_of_ms"] = json!(m.as_of_ms);
     body["region"] = json!(region);
     body["region_name"] = json!(region.as_ref().and_then(|r| m.registry.name(r)));
+    body["outside_regency"] = json!(m.registry.outside_regency(&key));
     body["thresholds"] = json!({
         "fresh_secs": r.fresh_ms / 1000,
         "loss_limit_pct": r.loss_limit * 100.0,
@@ -211,6 +214,32 @@ async fn regions(
     ))
 }
 
+/// `GET /api/v1/boundaries?region=21`: the outlines (GeoJSON) of the regencies that
+/// have stations in the registry under the region, with their attribution in `source`.
+async fn boundaries(
+    State(s): State<AppState>,
+    op: Operator,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    require(&op, Role::Viewer)?;
+    let region = region_param(&q)?;
+    let m = s.snapshot();
+    let codes: Vec<String> = m
+        .region_counts(RegionLevel::Regency, region.as_deref())
+        .into_iter()
+        .map(|(code, _)| code)
+        .collect();
+    let body = crate::boundaries::Boundaries::bundled().geojson(codes.iter().map(String::as_str));
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "application/geo+json"),
+            (axum::http::header::CACHE_CONTROL, "private, max-age=3600"),
+        ],
+        body,
+    )
+        .into_response())
+}
+
 fn station_row(m: &Snapshot, st: &StationRow<'_>) -> Value {
     let (district, regency) = (st.district(), st.regency());
     json!({
@@ -227,6 +256,7 @@ fn station_row(m: &Snapshot, st: &StationRow<'_>) -> Value {
         "lat": st.info.lat,
         "lon": st.info.lon,
         "exempt": st.state.exempt,
+        "outside_regency": st.info.outside_regency,
     })
 }
 
@@ -343,6 +373,7 @@ async fn import_stations(
             .map_err(ApiError::internal)?
             .map_err(|e| bad("body", e))?;
     let n = stations.len();
+    let outside = crate::boundaries::warn_outside(&stations);
     let by = op.name.clone();
     let summary = s
         .writer
@@ -366,6 +397,7 @@ async fn import_stations(
         "updated": summary.updated,
         "unchanged": summary.unchanged,
         "not_in_file": summary.not_in_file,
+        "outside_regency": outside,
     })))
 }
 

@@ -264,6 +264,7 @@ pub async fn run(
             data_dir: config.data_dir.clone().into(),
             report: Arc::new(config.report.clone()),
             space,
+            report_links: Default::default(),
         },
         &http_edge,
     );

@@ -19,6 +19,13 @@ impl Drop for Driver {
     }
 }
 
+/// The screen a session runs on, in CSS pixels.
+#[derive(Debug, Clone, Copy)]
+pub enum Screen {
+    Desktop { width: u32, height: u32 },
+    Phone { width: u32, height: u32 },
+}
+
 /// A browser session; call [`Browser::close`] when done.
 pub struct Browser {
     pub client: Client,
@@ -29,6 +36,16 @@ pub struct Browser {
 impl Browser {
     /// Starts chromedriver on a free loopback port and opens a headless session.
     pub async fn start() -> anyhow::Result<Browser> {
+        Self::start_as(Screen::Desktop {
+            width: 1400,
+            height: 2000,
+        })
+        .await
+    }
+
+    /// A session on a screen of its own: a desktop window, or a phone (Chromium's
+    /// device emulation: its viewport, pixel ratio, and touch input).
+    pub async fn start_as(screen: Screen) -> anyhow::Result<Browser> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -40,15 +57,23 @@ impl Browser {
             .map_err(|e| anyhow::anyhow!("cannot start chromedriver ({e}): apt-get install chromium chromium-driver (scripts/test does)"))?;
         let driver = Driver(child);
         let profile = tempfile::tempdir()?;
-        let caps = json!({
-            "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                         "--disable-quic", "--no-first-run", "--disable-background-networking",
-                         "--disable-component-update", "--disable-sync", "--window-size=1400,2000",
-                         format!("--user-data-dir={}", profile.path().display())]
-            }
+        let (width, height) = match screen {
+            Screen::Desktop { width, height } | Screen::Phone { width, height } => (width, height),
+        };
+        let mut options = json!({
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--disable-quic", "--no-first-run", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", format!("--window-size={width},{height}"),
+                     format!("--user-data-dir={}", profile.path().display())]
         });
+        if let Screen::Phone { width, height } = screen {
+            options["mobileEmulation"] = json!({
+                "deviceMetrics": { "width": width, "height": height, "pixelRatio": 3.0, "touch": true, "mobile": true },
+                "userAgent": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Mobile Safari/537.36"
+            });
+        }
+        let caps = json!({ "goog:chromeOptions": options });
         let caps = caps.as_object().cloned().unwrap_or_default();
         let client = eventually(
             Duration::from_secs(20),

@@ -82,6 +82,8 @@ pub struct AppState {
     pub report: Arc<crate::report::schedule::ReportConfig>,
     /// The store's disk: size, free space, growth, whether pushes are refused.
     pub space: Arc<crate::store::space::Space>,
+    /// Short-lived links that open a report outside the dashboard's origin.
+    pub report_links: Arc<crate::web::reports::ReportLinks>,
 }
 
 /// The HTTP routes under the port's limits: at most `max_in_flight` requests at once
@@ -91,7 +93,7 @@ pub struct AppState {
 pub fn router(state: AppState, edge: &crate::config::EdgeConfig) -> Router {
     let m = state.metrics.clone();
     let limited = Router::new()
-        .route("/", get(crate::web::dashboard::page))
+        .merge(crate::web::dashboard::routes())
         .merge(crate::web::api::routes())
         .fallback(not_found)
         .layer(
@@ -111,6 +113,7 @@ pub fn router(state: AppState, edge: &crate::config::EdgeConfig) -> Router {
         .route("/metrics", get(metrics))
         .merge(limited)
         .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }
 
@@ -145,6 +148,30 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
             crate::domain::shown(uri.path())
         ),
     )
+}
+
+/// What a page of this collector may do in a browser: its own scripts, styles and API
+/// only; no framing by other sites; no inline script.
+pub const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+     img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+/// Headers every answer carries. A response that set its own Content-Security-Policy
+/// (a report, which is sandboxed) keeps it.
+async fn security_headers(mut resp: Response) -> Response {
+    use axum::http::HeaderValue;
+    let h = resp.headers_mut();
+    h.entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(PAGE_POLICY));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    resp
 }
 
 /// Most bytes of a framework error text (path or query rejections, 405) kept.

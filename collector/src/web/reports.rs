@@ -1,6 +1,10 @@
-//! The report endpoints of the status API: made on request, and the stored ones.
+//! The report endpoints of the status API: made on request, the stored ones, and
+//! short-lived links that open a report in the browser outside the dashboard's origin
+//! (a report page, sandboxed, cannot read the operator's token).
 
 use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -21,6 +25,118 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/reports", get(list))
         .route("/api/v1/reports/weekly", get(weekly))
         .route("/api/v1/reports/files/{name}", get(file))
+        .route("/api/v1/reports/links", axum::routing::post(new_link))
+        .route("/reports/view/{ticket}", get(view))
+}
+
+/// How long a report link works.
+pub const LINK_TTL: Duration = Duration::from_secs(600);
+/// Most live links; past it, expired ones are dropped, and if none had expired a new
+/// link is refused.
+const MAX_LINKS: usize = 1000;
+
+/// A report's query parameters (`week`, `lang`, `format`, `region`).
+type ReportParams = HashMap<String, String>;
+
+/// Report links: a random ticket → the report's parameters and when it was made; live
+/// for `LINK_TTL`.
+#[derive(Debug, Default)]
+pub struct ReportLinks(Mutex<HashMap<String, (ReportParams, Instant)>>);
+
+impl ReportLinks {
+    fn add(&self, params: HashMap<String, String>) -> Option<String> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= MAX_LINKS {
+            m.retain(|_, (_, at)| at.elapsed() < LINK_TTL);
+            if m.len() >= MAX_LINKS {
+                return None;
+            }
+        }
+        let ticket = hex::encode(rand::random::<[u8; 24]>());
+        m.insert(ticket.clone(), (params, Instant::now()));
+        Some(ticket)
+    }
+
+    fn get(&self, ticket: &str) -> Option<HashMap<String, String>> {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(ticket)
+            .filter(|(_, at)| at.elapsed() < LINK_TTL)
+            .map(|(p, _)| p.clone())
+    }
+}
+
+/// `POST /api/v1/reports/links` with the parameters of `/api/v1/reports/weekly` as a
+/// JSON object: a link (`url`) that opens that report for ten minutes, without a token.
+async fn new_link(
+    State(s): State<AppState>,
+    op: Operator,
+    axum::Json(params): axum::Json<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    require(&op, Role::Viewer)?;
+    if let Some(k) = params
+        .keys()
+        .find(|k| !["week", "lang", "format", "region"].contains(&k.as_str()))
+    {
+        return Err(bad(
+            k,
+            "is not a report parameter (week, lang, format, region)",
+        ));
+    }
+    // Checked now, so a bad link is refused here rather than when it is opened.
+    WeeklyParams::parse(&params, now_ms(), &s.report)?;
+    let ticket = s.report_links.add(params).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many report links are open; try again in a few minutes",
+        )
+    })?;
+    tracing::info!(by = %op.name, "report link made");
+    Ok(axum::Json(json!({
+        "url": format!("/reports/view/{ticket}"),
+        "expires_in_secs": LINK_TTL.as_secs(),
+    }))
+    .into_response())
+}
+
+/// A report opened from a link.
+async fn view(State(s): State<AppState>, Path(ticket): Path<String>) -> Result<Response, ApiError> {
+    let params = s.report_links.get(&ticket).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "this report link has expired or is not valid; open the report again from the dashboard",
+        )
+    })?;
+    make_weekly(&s, &params).await
+}
+
+/// The parameters of a weekly report, checked.
+struct WeeklyParams {
+    week: Week,
+    format: Format,
+    lang: Lang,
+    region: Option<String>,
+}
+
+impl WeeklyParams {
+    fn parse(
+        q: &HashMap<String, String>,
+        now: i64,
+        cfg: &crate::report::schedule::ReportConfig,
+    ) -> Result<WeeklyParams, ApiError> {
+        Ok(WeeklyParams {
+            week: crate::report::week::requested(q.get("week").map(String::as_str), now, &cfg.tz)
+                .map_err(|e| bad("week", e))?,
+            format: match q.get("format") {
+                Some(f) => f.parse().map_err(|e: String| bad("format", e))?,
+                None => Format::Html,
+            },
+            lang: match q.get("lang") {
+                Some(l) => l.parse().map_err(|e: String| bad("lang", e))?,
+                None => cfg.lang,
+            },
+            region: region_param(q)?,
+        })
+    }
 }
 
 fn report_error(e: ReportError) -> ApiError {
@@ -68,20 +184,19 @@ async fn weekly(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     require(&op, Role::Viewer)?;
+    make_weekly(&s, &q).await
+}
+
+/// Makes this week's (or a requested week's) report now.
+async fn make_weekly(s: &AppState, q: &HashMap<String, String>) -> Result<Response, ApiError> {
     let now = now_ms();
     let cfg = s.report.clone();
-    let week: Week =
-        crate::report::week::requested(q.get("week").map(String::as_str), now, &cfg.tz)
-            .map_err(|e| bad("week", e))?;
-    let format: Format = match q.get("format") {
-        Some(f) => f.parse().map_err(|e: String| bad("format", e))?,
-        None => Format::Html,
-    };
-    let lang: Lang = match q.get("lang") {
-        Some(l) => l.parse().map_err(|e: String| bad("lang", e))?,
-        None => cfg.lang,
-    };
-    let region = region_param(&q)?;
+    let WeeklyParams {
+        week,
+        format,
+        lang,
+        region,
+    } = WeeklyParams::parse(q, now, &cfg)?;
     let _turn = schedule::MAKING.acquire().await;
     crate::sinks::rollup::catch_up_via(&s.writer, &cfg.tz)
         .await
@@ -124,6 +239,10 @@ async fn file(
     Ok(document(format, &name, body))
 }
 
+/// A report page runs in a sandbox of its own origin: no script, nothing fetched, no
+/// access to the dashboard's storage (where the operator's token is).
+pub const REPORT_POLICY: &str = "sandbox allow-popups allow-modals allow-downloads; default-src 'none'; style-src 'unsafe-inline'; img-src data:";
+
 /// A report document with its type and a file name for saving.
 fn document(format: Format, name: &str, body: Vec<u8>) -> Response {
     (
@@ -133,6 +252,7 @@ fn document(format: Format, name: &str, body: Vec<u8>) -> Response {
                 header::CONTENT_DISPOSITION,
                 format!("inline; filename=\"{name}\""),
             ),
+            (header::CONTENT_SECURITY_POLICY, REPORT_POLICY.to_string()),
         ],
         body,
     )

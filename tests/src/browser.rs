@@ -7,7 +7,7 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder};
 use serde_json::json;
 
-use crate::eventually;
+use crate::{Agent, TestCollector, eventually, kepri_registry, measurement, now_ms};
 
 /// A chromedriver we started; ended by its PID on drop.
 struct Driver(Child);
@@ -112,4 +112,45 @@ pub fn digits(s: &str) -> u64 {
         .collect::<String>()
         .parse()
         .unwrap_or(u64::MAX)
+}
+
+/// What the dashboard tests look at: the Kepri registry on a collector with fast
+/// coverage ticks, `reporting` stations of village 21.71.01.1002 pushing rounds (the last
+/// `degraded` of them with four echoes of five lost), the rest in the follow-up queue.
+pub async fn kepri_reporting(
+    reporting: usize,
+    degraded: usize,
+) -> anyhow::Result<(tempfile::TempDir, TestCollector)> {
+    let wait = Duration::from_secs(60);
+    let dir = tempfile::tempdir()?;
+    tps_collector::commands::import_stations(dir.path(), &kepri_registry())?;
+    let c = TestCollector::start_with(dir.path(), |cfg| {
+        cfg.coverage.tick = Duration::from_millis(100);
+        cfg.coverage.flags.grace_ms = 200;
+        // Stations flagged before their first push (a slow machine) close again quickly.
+        cfg.coverage.flags.recovery_ms = 300;
+    })
+    .await?;
+    let codes = c.codes("21.71.01.1002")?;
+    let base = now_ms() - 5 * 60_000;
+    for (i, (tps, code)) in codes.iter().take(reporting).enumerate() {
+        let mut a = Agent::enroll(&c, tps, code).await?;
+        let ms = (1..=4)
+            .map(|s| {
+                let mut m = measurement(s, base, "gateway");
+                if i + degraded >= reporting {
+                    m.received = 1;
+                }
+                m
+            })
+            .collect();
+        a.push(ms).await?;
+    }
+    let flagged = 3327 - (reporting - degraded);
+    eventually(wait, "the follow-up queue to fill", || async {
+        let (_, f) = c.get_json("/api/v1/flags?limit=1").await.ok()?;
+        (f["total"] == flagged).then_some(())
+    })
+    .await?;
+    Ok((dir, c))
 }

@@ -5,43 +5,14 @@
 use std::time::Duration;
 
 use fantoccini::Locator;
-use tps_tests::browser::{Browser, digits};
-use tps_tests::{Agent, TestCollector, eventually, kepri_registry, measurement, now_ms};
+use tps_tests::browser::{Browser, digits, kepri_reporting};
+use tps_tests::eventually;
 
 const WAIT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_the_apis_numbers_and_works_the_queue() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    tps_collector::commands::import_stations(dir.path(), &kepri_registry())?;
-    let c = TestCollector::start_with(dir.path(), |cfg| {
-        cfg.coverage.tick = Duration::from_millis(100);
-        cfg.coverage.flags.grace_ms = 200;
-        // Stations flagged before their first push (a slow machine) close again quickly.
-        cfg.coverage.flags.recovery_ms = 300;
-    })
-    .await?;
-    // Some stations report (covered, degraded), the rest have no agent yet.
-    let codes = c.codes("21.71.01.1002")?;
-    let base = now_ms() - 5 * 60_000;
-    for (i, (tps, code)) in codes.iter().take(6).enumerate() {
-        let mut a = Agent::enroll(&c, tps, code).await?;
-        let ms = (1..=4)
-            .map(|s| {
-                let mut m = measurement(s, base, "gateway");
-                if i == 5 {
-                    m.received = 1;
-                }
-                m
-            })
-            .collect();
-        a.push(ms).await?;
-    }
-    eventually(WAIT, "the follow-up queue to fill", || async {
-        let (_, f) = c.get_json("/api/v1/flags?limit=10000").await.ok()?;
-        (f["flags"].as_array()?.len() == 3327 - 5).then_some(())
-    })
-    .await?;
+    let (_dir, c) = kepri_reporting(6, 1).await?;
 
     let session = Browser::start().await?;
     let browser = &session.client;

@@ -10,35 +10,10 @@ use std::time::Duration;
 use fantoccini::Locator;
 use fantoccini::actions::{InputSource, PointerAction, TouchActions};
 use serde_json::{Value, json};
-use tps_tests::browser::{Browser, Screen};
-use tps_tests::{Agent, TestCollector, eventually, kepri_registry, measurement, now_ms};
+use tps_tests::browser::{Browser, Screen, kepri_reporting};
+use tps_tests::{TestCollector, eventually, kepri_registry};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// The Kepri collector with six stations reporting and the rest flagged.
-async fn kepri() -> anyhow::Result<(tempfile::TempDir, TestCollector)> {
-    let dir = tempfile::tempdir()?;
-    tps_collector::commands::import_stations(dir.path(), &kepri_registry())?;
-    let c = TestCollector::start_with(dir.path(), |cfg| {
-        cfg.coverage.tick = Duration::from_millis(100);
-        cfg.coverage.flags.grace_ms = 200;
-        cfg.coverage.flags.recovery_ms = 300;
-    })
-    .await?;
-    let codes = c.codes("21.71.01.1002")?;
-    let base = now_ms() - 5 * 60_000;
-    for (tps, code) in codes.iter().take(6) {
-        let mut a = Agent::enroll(&c, tps, code).await?;
-        a.push((1..=4).map(|s| measurement(s, base, "gateway")).collect())
-            .await?;
-    }
-    eventually(WAIT, "the follow-up queue to fill", || async {
-        let (_, f) = c.get_json("/api/v1/flags?limit=1").await.ok()?;
-        (f["total"] == 3327 - 6).then_some(())
-    })
-    .await?;
-    Ok((dir, c))
-}
 
 async fn open(browser: &fantoccini::Client, c: &TestCollector) -> anyhow::Result<()> {
     browser
@@ -164,6 +139,18 @@ async fn centre(browser: &fantoccini::Client, css: &str) -> anyhow::Result<(f64,
     Ok((v[0].as_f64().unwrap_or(0.0), v[1].as_f64().unwrap_or(0.0)))
 }
 
+/// The overview: it fits, its map is right; a screenshot kept as `name`.
+async fn overview(
+    browser: &fantoccini::Client,
+    c: &TestCollector,
+    name: &str,
+) -> anyhow::Result<()> {
+    open(browser, c).await?;
+    assert_no_sideways_scroll(browser, "the overview").await?;
+    assert_map(browser, c).await?;
+    keep(name, &browser.screenshot().await?)
+}
+
 fn keep(name: &str, png: &[u8]) -> anyhow::Result<()> {
     let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     std::fs::write(&out, png)?;
@@ -173,7 +160,7 @@ fn keep(name: &str, png: &[u8]) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_phone_the_page_fits_the_map_is_right_and_touch_works() -> anyhow::Result<()> {
-    let (_dir, c) = kepri().await?;
+    let (_dir, c) = kepri_reporting(6, 0).await?;
     let session = Browser::start_as(Screen::Phone {
         width: 390,
         height: 844,
@@ -181,10 +168,7 @@ async fn on_a_phone_the_page_fits_the_map_is_right_and_touch_works() -> anyhow::
     .await?;
     let browser = &session.client;
     let run = async {
-        open(browser, &c).await?;
-        assert_no_sideways_scroll(browser, "the overview").await?;
-        assert_map(browser, &c).await?;
-        keep("dashboard-phone.png", &browser.screenshot().await?)?;
+        overview(browser, &c, "dashboard-phone.png").await?;
 
         // A tap on a drawn station opens its page.
         let target = js(
@@ -262,7 +246,7 @@ async fn on_a_phone_the_page_fits_the_map_is_right_and_touch_works() -> anyhow::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_wide_screen_the_page_fits_reports_are_sandboxed_and_sign_out_forgets()
 -> anyhow::Result<()> {
-    let (_dir, c) = kepri().await?;
+    let (_dir, c) = kepri_reporting(6, 0).await?;
 
     // Every HTML answer carries the headers; a report is sandboxed on its own origin.
     for path in ["/", "/no-such-page"] {
@@ -315,10 +299,7 @@ async fn on_a_wide_screen_the_page_fits_reports_are_sandboxed_and_sign_out_forge
     .await?;
     let browser = &session.client;
     let run = async {
-        open(browser, &c).await?;
-        assert_no_sideways_scroll(browser, "the overview").await?;
-        assert_map(browser, &c).await?;
-        keep("dashboard-wide.png", &browser.screenshot().await?)?;
+        overview(browser, &c, "dashboard-wide.png").await?;
 
         // The report opens in a window of its own origin: the token is out of reach.
         let main_window = browser.window().await?;

@@ -50,6 +50,9 @@ pub struct Registry {
     /// Dotted district codes (`21.71.01`), and the index by the TPS code's first six digits.
     districts: Vec<String>,
     district_index: HashMap<[u8; 6], u32>,
+    /// Stations outside their own regency, by region code (`""`: all), as of the last
+    /// upsert.
+    outside: HashMap<String, usize>,
 }
 
 impl Registry {
@@ -126,16 +129,24 @@ impl Registry {
             order.sort_unstable_by_key(|&i| self.stations[i as usize].tps_code);
             self.order = order;
         }
+        self.outside = HashMap::new();
+        for s in self.stations.iter().filter(|s| s.outside_regency) {
+            *self.outside.entry(String::new()).or_default() += 1;
+            for level in [
+                RegionLevel::Province,
+                RegionLevel::Regency,
+                RegionLevel::District,
+            ] {
+                *self.outside.entry(s.tps_code.region(level)).or_default() += 1;
+            }
+        }
         added
     }
 
-    /// Stations under a region code prefix (`""`: all) placed outside their own regency.
+    /// Stations of a region (`""`: all; `21`, `21.71`, `21.71.01`) placed outside their
+    /// own regency.
     pub fn outside_regency(&self, region: &str) -> usize {
-        let digits = region.replace('.', "");
-        self.stations
-            .iter()
-            .filter(|s| s.outside_regency && s.tps_code.as_str().starts_with(&digits))
-            .count()
+        self.outside.get(region).copied().unwrap_or(0)
     }
 
     pub fn name(&self, region: &str) -> Option<&str> {

@@ -53,7 +53,7 @@ const T = {
 let lang = localStorage.getItem("tps.lang") || "id";
 const t = k => (T[lang][k] ?? k);
 const STATES = ["covered", "degraded", "offline", "no_agent"];
-const COLORS = { covered:"#1a9850", degraded:"#f08c00", offline:"#d73027", no_agent:"#6b6b6b" };
+const COLORS = { covered:"#1a9850", degraded:"#b86800", offline:"#d73027", no_agent:"#6b6b6b" };
 // Shapes as well as colours, so the states read without colour: ● ▲ ■ ◆.
 const GLYPHS = { covered:"●", degraded:"▲", offline:"■", no_agent:"◆" };
 const $ = s => document.querySelector(s);

@@ -424,35 +424,27 @@ async fn soak(args: &Args) -> anyhow::Result<()> {
                 - value(&last, "tps_compaction_moved_measurements_total"))
                 / secs,
         };
-        println!(
-            "{:>5.1} {:>7.1} {:>9.1} {:>8.1} {:>7.1} {:>11} {:>7.1} {:>9.1} {:>9.1} {:>9.0} {:>9.0}",
-            s.real_min,
-            s.campaign_h,
-            s.store_mb,
-            s.free_mb,
-            s.bytes_per_m,
-            s.held,
-            s.rss_mb,
-            s.push_p99_ms,
-            c99,
-            s.ingest,
-            s.moved
-        );
-        writeln!(
-            csv,
-            "{:.2},{:.2},{:.1},{:.1},{:.2},{},{:.1},{:.2},{:.2},{:.0},{:.0}",
-            s.real_min,
-            s.campaign_h,
-            s.store_mb,
-            s.free_mb,
-            s.bytes_per_m,
-            s.held,
-            s.rss_mb,
-            s.push_p99_ms,
-            c99,
-            s.ingest,
-            s.moved
-        )?;
+        // (value, width on screen, decimals): one list for the screen and the CSV.
+        let cols = [
+            (s.real_min, 5, 1),
+            (s.campaign_h, 7, 1),
+            (s.store_mb, 9, 1),
+            (s.free_mb, 8, 1),
+            (s.bytes_per_m, 7, 1),
+            (s.held as f64, 11, 0),
+            (s.rss_mb, 7, 1),
+            (s.push_p99_ms, 9, 1),
+            (c99, 9, 1),
+            (s.ingest, 9, 0),
+            (s.moved, 9, 0),
+        ];
+        let line: Vec<String> = cols
+            .iter()
+            .map(|&(v, w, d)| format!("{v:>w$.d$}"))
+            .collect();
+        println!("{}", line.join(" "));
+        let row: Vec<String> = cols.iter().map(|&(v, _, d)| format!("{v:.d$}")).collect();
+        writeln!(csv, "{}", row.join(","))?;
         samples.push(s);
         last = m;
         if child.try_wait()?.is_some() {

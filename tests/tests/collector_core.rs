@@ -78,7 +78,12 @@ async fn a_transition_decided_while_commits_fail_is_stored_once_they_succeed() -
     .await?;
 
     // The disk fills; the agent falls silent; the station goes offline while no commit
-    // can succeed.
+    // can succeed. A reader holding its snapshot meanwhile (a long report, say) keeps the
+    // log from starting again at its beginning, so every commit needs new space (without
+    // one, a small commit may fit in the log's old space and succeed, as it should).
+    let reader = tps_tests::open_store(&data)?;
+    reader.execute_batch("BEGIN")?;
+    reader.query_row("SELECT count(*) FROM stations", [], |r| r.get::<_, i64>(0))?;
     let filler = fs.fill();
     let down = eventually(WAIT, "the station offline in the live view", || async {
         let s = station(&c, tps).await.ok()?;
@@ -109,6 +114,8 @@ async fn a_transition_decided_while_commits_fail_is_stored_once_they_succeed() -
 
     // Room again: the transition reaches the store, once.
     std::fs::remove_file(&filler)?;
+    reader.execute_batch("COMMIT")?;
+    drop(reader);
     let stored = eventually(WAIT, "the offline transition stored", || async {
         let s = station(&c, tps).await.ok()?;
         let n = s["transitions"]

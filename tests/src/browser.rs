@@ -154,3 +154,16 @@ pub async fn kepri_reporting(
     .await?;
     Ok((dir, c))
 }
+
+/// Opens the dashboard signed in as the test admin and waits until it has drawn.
+pub async fn open_dashboard(browser: &Client, c: &TestCollector) -> anyhow::Result<()> {
+    browser
+        .goto(&format!("{}/#token={}", c.url(""), c.token))
+        .await?;
+    browser
+        .wait()
+        .at_most(Duration::from_secs(60))
+        .for_element(fantoccini::Locator::Css("body[data-ready='1']"))
+        .await?;
+    Ok(())
+}

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use fantoccini::Locator;
-use tps_tests::browser::{Browser, digits, kepri_reporting};
+use tps_tests::browser::{Browser, digits, kepri_reporting, open_dashboard};
 use tps_tests::eventually;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -17,14 +17,7 @@ async fn the_dashboard_shows_the_apis_numbers_and_works_the_queue() -> anyhow::R
     let session = Browser::start().await?;
     let browser = &session.client;
     let run = async {
-        browser
-            .goto(&format!("{}/#token={}", c.url(""), c.token))
-            .await?;
-        browser
-            .wait()
-            .at_most(WAIT)
-            .for_element(Locator::Css("body[data-ready='1']"))
-            .await?;
+        open_dashboard(browser, &c).await?;
 
         // The page's numbers are the API's.
         let (_, sum) = c.get_json("/api/v1/summary?region=21").await?;

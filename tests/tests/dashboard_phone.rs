@@ -10,22 +10,10 @@ use std::time::Duration;
 use fantoccini::Locator;
 use fantoccini::actions::{InputSource, PointerAction, TouchActions};
 use serde_json::{Value, json};
-use tps_tests::browser::{Browser, Screen, kepri_reporting};
+use tps_tests::browser::{Browser, Screen, kepri_reporting, open_dashboard};
 use tps_tests::{TestCollector, eventually, kepri_registry};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-async fn open(browser: &fantoccini::Client, c: &TestCollector) -> anyhow::Result<()> {
-    browser
-        .goto(&format!("{}/#token={}", c.url(""), c.token))
-        .await?;
-    browser
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("body[data-ready='1']"))
-        .await?;
-    Ok(())
-}
 
 async fn js(browser: &fantoccini::Client, script: &str) -> anyhow::Result<Value> {
     Ok(browser.execute(script, vec![]).await?)
@@ -145,7 +133,7 @@ async fn overview(
     c: &TestCollector,
     name: &str,
 ) -> anyhow::Result<()> {
-    open(browser, c).await?;
+    open_dashboard(browser, c).await?;
     assert_no_sideways_scroll(browser, "the overview").await?;
     assert_map(browser, c).await?;
     keep(name, &browser.screenshot().await?)

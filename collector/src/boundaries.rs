@@ -7,6 +7,8 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
+use crate::domain::{RegionLevel, TpsCode};
+
 /// Where the shapes come from; shown under the map and sent with the GeoJSON.
 pub const ATTRIBUTION: &str = "Batas wilayah: cahyadsn/wilayah_boundaries (MIT, © 2024 Cahya DSN), Kepmendagri No 300.2.2-2138/2025; disederhanakan";
 
@@ -144,19 +146,14 @@ impl Boundaries {
     }
 }
 
-/// The regency code (`21.71`) of a TPS code (`2171…`).
-pub fn regency_of(tps_code: &str) -> Option<String> {
-    let d = tps_code.get(..4)?;
-    Some(format!("{}.{}", &d[..2], &d[2..]))
-}
-
 /// Whether a station's coordinates fall outside its own regency's boundary (`false`
 /// without coordinates or without a shape for the regency).
-pub fn outside_own_regency(tps_code: &str, lat: Option<f64>, lon: Option<f64>) -> bool {
-    let (Some(lat), Some(lon), Some(reg)) = (lat, lon, regency_of(tps_code)) else {
+pub fn outside_own_regency(tps_code: &TpsCode, lat: Option<f64>, lon: Option<f64>) -> bool {
+    let (Some(lat), Some(lon)) = (lat, lon) else {
         return false;
     };
-    Boundaries::bundled().contains(&reg, lat, lon) == Some(false)
+    let regency = tps_code.region(RegionLevel::Regency);
+    Boundaries::bundled().contains(&regency, lat, lon) == Some(false)
 }
 
 /// The stations of a registry whose coordinates fall outside their own regency, with
@@ -167,7 +164,7 @@ pub fn outside_in_registry(
     stations
         .iter()
         .enumerate()
-        .filter(|(_, s)| outside_own_regency(s.tps_code.as_str(), s.lat, s.lon))
+        .filter(|(_, s)| outside_own_regency(&s.tps_code, s.lat, s.lon))
         .map(|(i, s)| (i as u64 + 2, s))
         .collect()
 }

@@ -110,7 +110,7 @@ impl Registry {
                 lat: st.lat,
                 lon: st.lon,
                 outside_regency: crate::boundaries::outside_own_regency(
-                    st.tps_code.as_str(),
+                    &st.tps_code,
                     st.lat,
                     st.lon,
                 ),

@@ -167,3 +167,30 @@ pub async fn open_dashboard(browser: &Client, c: &TestCollector) -> anyhow::Resu
         .await?;
     Ok(())
 }
+
+/// Clicks the dashboard's report button and switches to the window it opens, once the
+/// report's heading is there; returns the dashboard's window, to switch back to.
+pub async fn open_report(browser: &Client) -> anyhow::Result<fantoccini::wd::WindowHandle> {
+    let main_window = browser.window().await?;
+    browser
+        .find(fantoccini::Locator::Id("report"))
+        .await?
+        .click()
+        .await?;
+    let report_window = eventually(
+        Duration::from_secs(60),
+        "the report window to open",
+        || async {
+            let all = browser.windows().await.ok()?;
+            all.into_iter().find(|w| *w != main_window)
+        },
+    )
+    .await?;
+    browser.switch_to_window(report_window).await?;
+    browser
+        .wait()
+        .at_most(Duration::from_secs(60))
+        .for_element(fantoccini::Locator::Css("h1"))
+        .await?;
+    Ok(main_window)
+}

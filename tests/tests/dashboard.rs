@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use fantoccini::Locator;
-use tps_tests::browser::{Browser, digits, kepri_reporting, open_dashboard};
+use tps_tests::browser::{Browser, digits, kepri_reporting, open_dashboard, open_report};
 use tps_tests::eventually;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -96,14 +96,7 @@ async fn the_dashboard_shows_the_apis_numbers_and_works_the_queue() -> anyhow::R
             .await?;
 
         // This week's report opens from the dashboard, in the page's language.
-        let main_window = browser.window().await?;
-        browser.find(Locator::Id("report")).await?.click().await?;
-        let report_window = eventually(WAIT, "the report window to open", || async {
-            let all = browser.windows().await.ok()?;
-            all.into_iter().find(|w| *w != main_window)
-        })
-        .await?;
-        browser.switch_to_window(report_window).await?;
+        let main_window = open_report(browser).await?;
         let title = browser
             .wait()
             .at_most(WAIT)

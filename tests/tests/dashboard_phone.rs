@@ -10,7 +10,7 @@ use std::time::Duration;
 use fantoccini::Locator;
 use fantoccini::actions::{InputSource, PointerAction, TouchActions};
 use serde_json::{Value, json};
-use tps_tests::browser::{Browser, Screen, kepri_reporting, open_dashboard};
+use tps_tests::browser::{Browser, Screen, kepri_reporting, open_dashboard, open_report};
 use tps_tests::{TestCollector, eventually, kepri_registry};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -290,19 +290,7 @@ async fn on_a_wide_screen_the_page_fits_reports_are_sandboxed_and_sign_out_forge
         overview(browser, &c, "dashboard-wide.png").await?;
 
         // The report opens in a window of its own origin: the token is out of reach.
-        let main_window = browser.window().await?;
-        browser.find(Locator::Id("report")).await?.click().await?;
-        let report_window = eventually(WAIT, "the report window to open", || async {
-            let all = browser.windows().await.ok()?;
-            all.into_iter().find(|w| *w != main_window)
-        })
-        .await?;
-        browser.switch_to_window(report_window).await?;
-        browser
-            .wait()
-            .at_most(WAIT)
-            .for_element(Locator::Css("h1"))
-            .await?;
+        let main_window = open_report(browser).await?;
         let seen = js(
             browser,
             "let token; try { token = localStorage.getItem('tps.token'); } catch (e) { token = 'blocked: ' + e.name; }

@@ -33,6 +33,8 @@ pub struct Config {
     pub coverage: CoverageConfig,
     pub report: ReportConfig,
     pub retention: RetentionConfig,
+    /// Notifications to operators; off (no receivers) without a `[notify]` section.
+    pub notify: crate::notify::config::NotifyConfig,
 }
 
 /// How long measurements are kept, raw and as rollups, and when they are compacted.
@@ -186,6 +188,7 @@ impl Config {
             coverage: CoverageConfig::for_push_interval(60),
             report: ReportConfig::default(),
             retention: RetentionConfig::default(),
+            notify: Default::default(),
         }
     }
 }
@@ -202,7 +205,7 @@ pub enum ConfigError {
     #[error("config file {path}: {field}: {problem}")]
     Invalid {
         path: PathBuf,
-        field: &'static str,
+        field: String,
         problem: String,
     },
 }
@@ -228,6 +231,8 @@ struct Raw {
     report: RawReport,
     #[serde(default)]
     retention: RawRetention,
+    #[serde(default)]
+    notify: crate::notify::config::RawNotify,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -384,7 +389,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let base = path.parent().unwrap_or(Path::new("."));
     let invalid = |field: &'static str, problem: String| ConfigError::Invalid {
         path: path.to_path_buf(),
-        field,
+        field: field.to_string(),
         problem,
     };
     let addr = |field: &'static str,
@@ -774,6 +779,13 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             }
         },
     };
+    let notify = crate::notify::config::validate(raw.notify, base, &report.tz).map_err(
+        |(field, problem)| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            field,
+            problem,
+        },
+    )?;
     Ok(Config {
         grpc_listen,
         http_listen,
@@ -789,6 +801,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         influx,
         coverage,
         retention,
+        notify,
     })
 }
 

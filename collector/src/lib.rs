@@ -20,6 +20,8 @@
 //! - [`web`]: the HTTP side — router, health and metrics, the status API
 //!   ([`web::api`], OpenAPI at `/api/v1/openapi.json`), the dashboard, report routes.
 //! - [`report`]: the weekly coverage report for KPU (HTML, CSV, JSON) and its schedule.
+//! - [`notify`]: flag changes told to operators (Telegram, WhatsApp, e-mail, webhook) by
+//!   region, exactly once from an outbox; active flags pushed to Alertmanager; the bot.
 //! - [`sinks`]: what reads stored measurements from durable cursors: the InfluxDB 2
 //!   sink and the daily rollups; [`hist`]: their RTT and loss histograms.
 //! - [`retention`]: the schedule that compacts old measurements and deletes what is past
@@ -43,6 +45,7 @@ pub mod hist;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;
+pub mod notify;
 pub mod registry;
 pub mod report;
 pub mod retention;

@@ -81,7 +81,18 @@ pub struct Metrics {
     pub compaction_last_pass: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Blocks and rollups deleted past their retention, by what.
     retention_deleted: Family<Labels, Counter>,
+    /// Notifications, per receiver (names come from the config).
+    notify_sent: Family<NamedLabels, Counter>,
+    notify_failed: Family<NamedLabels, Counter>,
+    notify_given_up: Family<NamedLabels, Counter>,
+    notify_queued: Family<NamedLabels, Gauge>,
+    /// From the oldest flag event in a message to its delivery.
+    pub notify_latency_seconds: Histogram,
+    /// Flag events planned into notifications.
+    pub notify_events: Counter,
 }
+
+type NamedLabels = Vec<(&'static str, String)>;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -276,6 +287,42 @@ impl Metrics {
         let compaction_step_seconds = Histogram::new(exponential_buckets(0.001, 1.25, 30));
         let compaction_last_pass = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let retention_deleted = Family::<Labels, Counter>::default();
+        let notify_sent = Family::<NamedLabels, Counter>::default();
+        let notify_failed = Family::<NamedLabels, Counter>::default();
+        let notify_given_up = Family::<NamedLabels, Counter>::default();
+        let notify_queued = Family::<NamedLabels, Gauge>::default();
+        let notify_latency_seconds = Histogram::new(exponential_buckets(0.5, 2.0, 14));
+        let notify_events = Counter::default();
+        registry.register(
+            "notify_sent",
+            "Notifications delivered, by receiver",
+            notify_sent.clone(),
+        );
+        registry.register(
+            "notify_failed_attempts",
+            "Notification sends that failed (retried unless given up), by receiver",
+            notify_failed.clone(),
+        );
+        registry.register(
+            "notify_given_up",
+            "Notifications given up (refused by the API, or undelivered for 24 hours), by receiver",
+            notify_given_up.clone(),
+        );
+        registry.register(
+            "notify_queued",
+            "Notifications waiting in the outbox, by receiver",
+            notify_queued.clone(),
+        );
+        registry.register(
+            "notify_latency_seconds",
+            "Time from the oldest flag event in a notification to its delivery",
+            notify_latency_seconds.clone(),
+        );
+        registry.register(
+            "notify_events",
+            "Flag events read by the notification planner",
+            notify_events.clone(),
+        );
         registry.register(
             "compaction_moved_measurements",
             "Raw measurements moved into compact blocks",
@@ -343,6 +390,12 @@ impl Metrics {
             compaction_step_seconds,
             compaction_last_pass,
             retention_deleted,
+            notify_sent,
+            notify_failed,
+            notify_given_up,
+            notify_queued,
+            notify_latency_seconds,
+            notify_events,
             facts_unheard,
             facts_queued,
             persist_backlog,
@@ -435,6 +488,31 @@ impl Metrics {
         self.weekly_reports
             .get_or_create(&vec![("result", result)])
             .inc();
+    }
+
+    pub fn notify_sent(&self, receiver: &str, latency_secs: f64) {
+        self.notify_sent
+            .get_or_create(&vec![("receiver", receiver.to_string())])
+            .inc();
+        self.notify_latency_seconds.observe(latency_secs);
+    }
+
+    pub fn notify_failed(&self, receiver: &str) {
+        self.notify_failed
+            .get_or_create(&vec![("receiver", receiver.to_string())])
+            .inc();
+    }
+
+    pub fn notify_given_up(&self, receiver: &str) {
+        self.notify_given_up
+            .get_or_create(&vec![("receiver", receiver.to_string())])
+            .inc();
+    }
+
+    pub fn notify_queued(&self, receiver: &str, n: u64) {
+        self.notify_queued
+            .get_or_create(&vec![("receiver", receiver.to_string())])
+            .set(n as i64);
     }
 
     pub fn reject(&self, reason: &'static str) {

@@ -196,6 +196,16 @@ pub async fn run(
         (status, task)
     });
 
+    let (notifier, notify_tasks) = crate::notify::start(
+        config.notify.clone(),
+        config.report.tz.clone(),
+        writer.clone(),
+        readers.clone(),
+        snapshot.clone(),
+        metrics.clone(),
+    )
+    .await?;
+
     // gRPC: the collector service, health and reflection.
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<CollectorServer<Ingest>>().await;
@@ -265,6 +275,7 @@ pub async fn run(
             report: Arc::new(config.report.clone()),
             space,
             report_links: Default::default(),
+            notifier,
         },
         &http_edge,
     );
@@ -303,6 +314,12 @@ pub async fn run(
     // the background finishes on its blocking thread (its files appear whole or not).
     rollup.abort();
     let _ = rollup.await;
+    // A send under way is cut off; it is marked as under way in the outbox and goes out
+    // again (marked as a possible repeat) at the next start.
+    for t in notify_tasks {
+        t.abort();
+        let _ = t.await;
+    }
     // A step already queued still commits whole; the next start goes on from there.
     retention.abort();
     let _ = retention.await;

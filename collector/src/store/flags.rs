@@ -303,6 +303,21 @@ pub fn events(conn: &Connection, id: i64) -> Result<Vec<FlagEvent>, StoreError> 
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// Flags under a region prefix (digits) that ended at or after `since_ms`.
+pub fn ended_since(
+    conn: &Connection,
+    prefix: &str,
+    since_ms: i64,
+) -> Result<Vec<Flag>, StoreError> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {FLAG_COLUMNS} FROM flags
+         WHERE status IN ('closed', 'resolved') AND ended_ms >= ?2
+           AND tps_code >= ?1 AND tps_code < ?1 || ':'"
+    ))?;
+    let rows = st.query_map(params![prefix, since_ms], flag_from_row)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
 /// The newest flag of a station.
 pub fn latest_of(conn: &Connection, tps: &str) -> Result<Option<Flag>, StoreError> {
     Ok(conn

@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod compact;
 pub mod flags;
 pub mod integrity;
+pub mod notify;
 pub mod operators;
 pub mod readers;
 pub mod rollups;
@@ -310,6 +311,62 @@ CREATE TABLE hourly_rollups (
     PRIMARY KEY (agent_id, hour_ms, target_name)
 ) WITHOUT ROWID;
 CREATE INDEX hourly_rollups_hour ON hourly_rollups(hour_ms);
+"#,
+    r#"
+-- Notifications (see `store::notify`). The planner reads flag_events from the cursor
+-- 'notify' in sink_cursors; an existing store starts from now, not from its history.
+INSERT OR IGNORE INTO sink_cursors (name, last_id) SELECT 'notify', coalesce(max(id), 0) FROM flag_events;
+-- Flag events taken from the log and held for their group's window.
+CREATE TABLE notify_pending (
+    id        INTEGER PRIMARY KEY,
+    route     TEXT NOT NULL,
+    group_key TEXT NOT NULL,
+    kind      TEXT NOT NULL,
+    flag_id   INTEGER NOT NULL,
+    at_ms     INTEGER NOT NULL
+);
+CREATE INDEX notify_pending_group ON notify_pending(route, group_key);
+CREATE INDEX notify_pending_flag ON notify_pending(flag_id);
+-- Flags a route has told of: for reminders, escalation and the recovery message.
+CREATE TABLE notify_told (
+    route     TEXT NOT NULL,
+    flag_id   INTEGER NOT NULL,
+    told_ms   INTEGER NOT NULL,
+    last_ms   INTEGER NOT NULL,
+    acked     INTEGER NOT NULL DEFAULT 0,
+    escalated INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (route, flag_id)
+) WITHOUT ROWID;
+CREATE INDEX notify_told_flag ON notify_told(flag_id);
+-- When each group last had a message.
+CREATE TABLE notify_groups (
+    route     TEXT NOT NULL,
+    group_key TEXT NOT NULL,
+    sent_ms   INTEGER NOT NULL,
+    PRIMARY KEY (route, group_key)
+) WITHOUT ROWID;
+-- The outbox: one row per message and receiver, written in the transaction that took
+-- its events off the pending list; state queued -> sending -> sent | failed.
+CREATE TABLE notify_outbox (
+    id             INTEGER PRIMARY KEY,
+    receiver       TEXT NOT NULL,
+    route          TEXT NOT NULL,
+    scope          TEXT NOT NULL,
+    created_ms     INTEGER NOT NULL,
+    -- the oldest flag event in it: time from a flag to its message
+    first_event_ms INTEGER NOT NULL,
+    due_ms         INTEGER NOT NULL,
+    state          TEXT NOT NULL,
+    attempts       INTEGER NOT NULL DEFAULT 0,
+    -- a send was under way when the collector stopped: it may have arrived
+    maybe_sent     INTEGER NOT NULL DEFAULT 0,
+    sent_ms        INTEGER,
+    last_error     TEXT,
+    remote_id      TEXT,
+    body           TEXT NOT NULL
+);
+CREATE INDEX notify_outbox_due ON notify_outbox(receiver, due_ms) WHERE state IN ('queued', 'sending');
+CREATE INDEX notify_outbox_created ON notify_outbox(created_ms);
 "#,
 ];
 

@@ -106,6 +106,15 @@ pub fn list(conn: &Connection) -> Result<Vec<(String, String, bool)>, StoreError
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// The operator of this name, unless revoked.
+pub fn by_name(conn: &Connection, name: &str) -> Result<Option<Operator>, StoreError> {
+    let row: Option<(String, String)> = conn
+        .prepare_cached("SELECT name, role FROM operators WHERE name = ?1 AND revoked_ms IS NULL")?
+        .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(row.and_then(|(name, role)| Role::parse(&role).map(|role| Operator { name, role })))
+}
+
 /// The operator a token belongs to, unless revoked.
 pub fn authenticate(conn: &Connection, token: &str) -> Result<Option<Operator>, StoreError> {
     let hash = auth::token_hash(token);

@@ -77,6 +77,8 @@ pub struct AppState {
     /// For changes made through the API, published once committed.
     pub facts: Facts,
     pub operators: Arc<OperatorCache>,
+    /// Notification status and test messages.
+    pub notifier: crate::notify::Notifier,
     /// Where reports are written.
     pub data_dir: Arc<std::path::Path>,
     pub report: Arc<crate::report::schedule::ReportConfig>,

@@ -1,0 +1,205 @@
+//! Telling the operators: flag changes become messages grouped by region, delivered to
+//! Telegram, WhatsApp, e-mail and webhooks exactly once, plus the active flags pushed to
+//! an Alertmanager and a Telegram bot answering `/status` and `/ack`.
+//!
+//! The flow: flag changes are written to `flag_events` in the transaction that changes
+//! the flag. The [`plan`]ner reads that log from a durable cursor and, in one
+//! transaction each step, moves events to the routes' pending lists, and pending groups
+//! whose window has passed into the outbox. One [`send`] task per receiver delivers its
+//! outbox in order. [`config`] is the `[notify]` section, [`message`] what a message
+//! says, [`channels`] the APIs, [`alertmanager`] and [`bot`] the two other directions.
+
+pub mod alertmanager;
+pub mod bot;
+pub mod channels;
+pub mod config;
+pub mod message;
+pub mod plan;
+pub mod send;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::domain::now_ms;
+use crate::metrics::Metrics;
+use crate::store::writer::{WriteError, Writer};
+use crate::store::{StoreError, notify as db, readers::Readers};
+use config::NotifyConfig;
+use message::{Counts, Notification};
+
+/// How often the planner looks at the log and the windows.
+pub const PLAN_EVERY: Duration = Duration::from_secs(1);
+/// Delivered and failed messages are kept this long (for the API), then deleted.
+pub const KEEP_MS: i64 = 30 * 86_400_000;
+
+/// The running notification tasks, and what the API reads of them.
+#[derive(Clone)]
+pub struct Notifier {
+    pub cfg: Arc<NotifyConfig>,
+    pub status: Arc<send::Status>,
+    pub wake: Arc<Notify>,
+    writer: Writer,
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Notifier {{ {} receivers }}", self.cfg.receivers.len())
+    }
+}
+
+/// Starts the planner, a sender per receiver, the Alertmanager push and the bot.
+pub async fn start(
+    cfg: NotifyConfig,
+    tz: jiff::tz::TimeZone,
+    writer: Writer,
+    readers: Readers,
+    snapshot: tokio::sync::watch::Receiver<Arc<crate::state::snapshot::Snapshot>>,
+    metrics: Arc<Metrics>,
+) -> Result<(Notifier, Vec<JoinHandle<()>>), StoreError> {
+    let recovered = writer.exec(db::recover).await.map_err(into_store)?;
+    if recovered > 0 {
+        tracing::warn!(
+            messages = recovered,
+            "notifications were being sent when the collector stopped; they are sent again, marked as a possible repeat"
+        );
+    }
+    let cfg = Arc::new(cfg);
+    let status = Arc::new(send::Status::default());
+    let wake = Arc::new(Notify::new());
+    let ctx = send::Ctx {
+        cfg: cfg.clone(),
+        tz: tz.clone(),
+        writer: writer.clone(),
+        readers: readers.clone(),
+        metrics: metrics.clone(),
+        status: status.clone(),
+        wake: wake.clone(),
+        http: channels::http_client(),
+    };
+    let mut tasks = vec![tokio::spawn(planner(ctx.clone()))];
+    for r in &cfg.receivers {
+        tasks.push(tokio::spawn(send::run(ctx.clone(), r.clone())));
+    }
+    for am in &cfg.alertmanager {
+        tasks.push(tokio::spawn(alertmanager::run(
+            am.clone(),
+            cfg.dashboard_url.clone(),
+            readers.clone(),
+            ctx.http.clone(),
+        )));
+    }
+    if let Some(b) = &cfg.bot {
+        tasks.push(tokio::spawn(bot::run(b.clone(), ctx.clone(), snapshot)));
+    }
+    if !cfg.is_off() {
+        tracing::info!(
+            receivers = cfg.receivers.len(),
+            routes = cfg.routes.len(),
+            alertmanagers = cfg.alertmanager.len(),
+            bot = cfg.bot.is_some(),
+            "notifications on"
+        );
+    }
+    Ok((
+        Notifier {
+            cfg,
+            status,
+            wake,
+            writer,
+        },
+        tasks,
+    ))
+}
+
+fn into_store(e: WriteError) -> StoreError {
+    match e {
+        WriteError::Store(e) => e,
+        busy => StoreError::CommitFailed(busy.to_string()),
+    }
+}
+
+async fn planner(ctx: send::Ctx) {
+    let mut tick = tokio::time::interval(PLAN_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_housekeeping = 0;
+    loop {
+        tick.tick().await;
+        let cfg = ctx.cfg.clone();
+        match ctx
+            .writer
+            .exec(move |tx| plan::step(tx, &cfg, now_ms()))
+            .await
+        {
+            Ok(p) => {
+                ctx.metrics.notify_events.inc_by(p.events as u64);
+                if p.messages > 0 {
+                    tracing::info!(
+                        messages = p.messages,
+                        events = p.events,
+                        "notifications planned"
+                    );
+                    ctx.wake.notify_waiters();
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "notification planning failed; trying again"),
+        }
+        let now = now_ms();
+        if now - last_housekeeping >= 60_000 {
+            last_housekeeping = now;
+            let _ = ctx
+                .writer
+                .exec(move |tx| db::prune(tx, now - KEEP_MS))
+                .await;
+        }
+        for r in &ctx.cfg.receivers {
+            let name = r.name.clone();
+            if let Ok(b) = ctx.readers.read(move |c| db::backlog(c, &name)).await {
+                ctx.metrics.notify_queued(&r.name, b.queued);
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TestError {
+    #[error("no receiver named {0:?} in [notify]")]
+    NoReceiver(String),
+    #[error(transparent)]
+    Store(#[from] WriteError),
+}
+
+/// A test message for one receiver, addressed to the whole province set.
+pub fn test_message(route: &str, at_ms: i64) -> Notification {
+    Notification {
+        route: route.to_string(),
+        scope_code: String::new(),
+        scope_name: "TPS Monitor".into(),
+        counts: Counts::default(),
+        items: Vec::new(),
+        parts: Vec::new(),
+        at_ms,
+        test: true,
+    }
+}
+
+impl Notifier {
+    /// Puts a test message for `receiver` in the outbox; returns its id.
+    pub async fn send_test(&self, receiver: &str, by: &str) -> Result<i64, TestError> {
+        if self.cfg.receiver(receiver).is_none() {
+            return Err(TestError::NoReceiver(receiver.to_string()));
+        }
+        let now = now_ms();
+        let body = serde_json::to_string(&test_message(&format!("test by {by}"), now))
+            .map_err(|e| WriteError::Store(StoreError::CommitFailed(e.to_string())))?;
+        let r = receiver.to_string();
+        let id = self
+            .writer
+            .exec(move |tx| db::enqueue(tx, &r, "test", "", now, &body, now))
+            .await?;
+        self.wake.notify_waiters();
+        Ok(id)
+    }
+}

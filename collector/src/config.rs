@@ -1001,4 +1001,84 @@ mod tests {
         );
         assert!(ret("raw_day = 2").contains("unknown field `raw_day`"));
     }
+
+    #[test]
+    fn notify_settings_name_the_key_at_fault() {
+        let base = "[tls]\nplaintext = true\n[store]\ndata_dir = \"d\"\n";
+        let n = |t: &str| err(&format!("{base}{t}"));
+        let tg = "[[notify.receivers]]\nname = \"tg\"\ntype = \"telegram\"\nchat_id = -100123\n";
+        assert!(
+            n(tg).contains("notify.receivers.tg.bot_token: is missing (or give bot_token_file)"),
+            "{}",
+            n(tg)
+        );
+        let tg_ok = format!("{tg}bot_token = \"1:abc\"\n");
+        assert!(
+            n(&format!("{tg_ok}bot_token_file = \"t\"\n"))
+                .contains("notify.receivers.tg.bot_token_file: give either")
+        );
+        assert!(
+            n(&format!("{tg_ok}per_minute = 0\n"))
+                .contains("notify.receivers.tg.per_minute: 0 is outside")
+        );
+        assert!(
+            n("[[notify.receivers]]\nname = \"x\"\ntype = \"sms\"\n")
+                .contains("notify.receivers.x.type: \"sms\" is not one of")
+        );
+        assert!(
+            n("[[notify.receivers]]\nname = \"w\"\ntype = \"whatsapp\"\nto = [\"+62812\"]\n")
+                .contains("notify.receivers.w.to")
+        );
+        let route = |extra: &str| {
+            format!("{tg_ok}[[notify.routes]]\nname = \"r\"\nreceivers = [\"tg\"]\n{extra}")
+        };
+        assert!(
+            n(&route("region = \"2171\"\n"))
+                .contains("notify.routes.r.region: \"2171\" is not a region code")
+        );
+        assert!(n(&route("reasons = [\"down\"]\n")).contains("notify.routes.r.reasons"));
+        assert!(n(&route("quiet_hours = \"22-06\"\n")).contains("notify.routes.r.quiet_hours"));
+        assert!(
+            n(&route("escalate_after_hours = 2\n"))
+                .contains("notify.routes.r.escalate_to: is missing")
+        );
+        assert!(
+            n(&route("escalate_after_hours = 2\nescalate_to = \"boss\"\n"))
+                .contains("\"boss\" is not another route")
+        );
+        assert!(n(&route("group_by = \"village\"\n")).contains("notify.routes.r.group_by"));
+        assert!(
+            n(&format!(
+                "{tg_ok}[[notify.routes]]\nname = \"r\"\nreceivers = [\"mail\"]\n"
+            ))
+            .contains("\"mail\" is not a receiver")
+        );
+        assert!(n("[notify.bot]\nreceiver = \"nope\"\n").contains("notify.bot.receiver"));
+        assert!(n("[notify]\nlang = \"fr\"\n").contains("notify.lang"));
+        let secret = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(secret.path(), "42:from-file\n").unwrap();
+        let c = parse(
+            &format!(
+                "{base}[[notify.receivers]]\nname = \"tg\"\ntype = \"telegram\"\nchat_id = -100123\nbot_token_file = {:?}\n",
+                secret.path().display().to_string()
+            ),
+            Path::new("/etc/tps/c.toml"),
+        )
+        .unwrap();
+        match &c.notify.receivers[0].kind {
+            crate::notify::config::ReceiverKind::Telegram {
+                bot_token, chat_id, ..
+            } => {
+                assert_eq!(
+                    (bot_token.as_str(), chat_id.as_str()),
+                    ("42:from-file", "-100123")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            !format!("{:?}", c.notify).contains("from-file"),
+            "secrets stay out of Debug"
+        );
+    }
 }

@@ -82,6 +82,15 @@ enum Command {
         #[command(subcommand)]
         kind: ReportCmd,
     },
+    /// Send a test message to one notification receiver now (directly, not through the
+    /// outbox) and say what its API answered.
+    NotifyTest {
+        #[arg(long)]
+        config: PathBuf,
+        /// A receiver name from [[notify.receivers]].
+        #[arg(long)]
+        receiver: String,
+    },
     /// Validate a config file and exit.
     CheckConfig {
         #[arg(long)]
@@ -248,6 +257,20 @@ fn main() -> anyhow::Result<()> {
             };
             let summary = commands::weekly_report(&data_dir, &report, &r)?;
             println!("{summary}");
+            Ok(())
+        }
+        Command::NotifyTest { config, receiver } => {
+            let c = config::load(&config).with_context(|| "config rejected")?;
+            let answer = tokio::runtime::Runtime::new()?.block_on(
+                tps_collector::notify::send_test_now(&c.notify, &c.report.tz, &receiver),
+            )?;
+            println!(
+                "test message sent to {receiver}{}",
+                match answer {
+                    Some(id) => format!(" (message id {id})"),
+                    None => String::new(),
+                }
+            );
             Ok(())
         }
         Command::CheckConfig { config } => {

@@ -223,6 +223,22 @@ async fn on_a_phone_the_page_fits_the_map_is_right_and_touch_works() -> anyhow::
             "touch targets of at least 44 × 44 px: {size}"
         );
         assert_no_sideways_scroll(browser, "the queue").await?;
+
+        // A link from a notification (`#tps=`, `#region=`) opens that station's page
+        // and that region.
+        let code = "2171011002003";
+        browser
+            .goto(&format!("{}/#region=21.71&tps={code}", c.url("")))
+            .await?;
+        browser
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css("body[data-ready='1']"))
+            .await?;
+        let title = browser.find(Locator::Id("st-title")).await?.text().await?;
+        assert!(title.starts_with(&format!("TPS {code}")), "{title}");
+        let region = js(browser, "return document.querySelector('#region').value").await?;
+        assert_eq!(region, "21.71");
         Ok::<_, anyhow::Error>(())
     };
     let result = run.await;

@@ -37,7 +37,16 @@ fn example_with_tls(dir: &Path, pki: &Pki) -> anyhow::Result<String> {
     std::fs::write(dir.join("collector.crt"), &pki.cert_pem)?;
     std::fs::write(dir.join("collector.key"), &pki.key_pem)?;
     let text = std::fs::read_to_string(deploy_file("collector.example.toml"))?;
+    let secrets = dir.join("secrets");
+    std::fs::create_dir_all(&secrets)?;
+    std::fs::write(secrets.join("telegram.token"), "123456:ABC-test-token\n")?;
+    std::fs::write(secrets.join("whatsapp.token"), "EAAG-test\n")?;
+    std::fs::write(secrets.join("smtp.password"), "hunter2\n")?;
     Ok(text
+        .replace(
+            "/etc/tps-collector/secrets/",
+            &format!("{}/", secrets.display()),
+        )
         .replace(
             "/etc/tps-collector/tls/collector.crt",
             &dir.join("collector.crt").display().to_string(),
@@ -64,6 +73,27 @@ fn example_configs_in_deploy_parse() -> anyhow::Result<()> {
     assert_eq!(c.report.tz.iana_name(), Some("Asia/Jakarta"));
     assert!(c.report.schedule);
     assert_eq!(c.report.threshold, 0.95);
+    let n = &c.notify;
+    assert_eq!(n.receivers.len(), 4);
+    assert_eq!(n.routes.len(), 3);
+    assert_eq!(n.receiver("kepri-telegram").unwrap().per_minute, 20);
+    let kepri = n.route("kepri").unwrap();
+    assert_eq!(
+        (
+            kepri.region.as_str(),
+            kepri.group_wait.as_secs(),
+            kepri.summary_after
+        ),
+        ("21", 60, 3)
+    );
+    assert!(kepri.quiet.is_some() && kepri.escalate.is_some());
+    let bot = n.bot.as_ref().expect("the bot is configured");
+    assert_eq!(
+        bot.operators.get(&111_111_111).map(String::as_str),
+        Some("siti")
+    );
+    assert!(bot.chats.contains("-1001234567890"));
+    assert_eq!(n.alertmanager.len(), 1);
 
     let compose = config::load(&deploy_file("compose/collector.toml"))?;
     let influx = compose

@@ -177,8 +177,10 @@ pub async fn send(
             password,
             from,
             to,
+            ca_pem,
         } => {
             use lettre::message::{Mailbox, header::ContentType};
+            use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
             use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
             let bad = |what: &str, e: String| SendError::Permanent(format!("{what}: {e}"));
             let from: Mailbox = from
@@ -198,17 +200,28 @@ pub async fn send(
                 .header(ContentType::TEXT_PLAIN)
                 .body(text.plain(true))
                 .map_err(|e| bad("message", e.to_string()))?;
-            let builder = match security {
-                SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host),
-                SmtpSecurity::Starttls => {
-                    AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)
+            let tls = match security {
+                SmtpSecurity::None => None,
+                _ => {
+                    let mut p = TlsParameters::builder(host.clone());
+                    if let Some(pem) = ca_pem {
+                        p = p.add_root_certificate(
+                            Certificate::from_pem(pem)
+                                .map_err(|e| bad("ca_file", e.to_string()))?,
+                        );
+                    }
+                    Some(p.build().map_err(|e| bad("smtp", e.to_string()))?)
                 }
-                SmtpSecurity::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
-                    host,
-                )),
-            }
-            .map_err(|e| bad("smtp", e.to_string()))?;
-            let mut builder = builder.port(*port).timeout(Some(SEND_TIMEOUT));
+            };
+            let tls = match (security, tls) {
+                (SmtpSecurity::Tls, Some(p)) => Tls::Wrapper(p),
+                (SmtpSecurity::Starttls, Some(p)) => Tls::Required(p),
+                _ => Tls::None,
+            };
+            let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+                .port(*port)
+                .tls(tls)
+                .timeout(Some(SEND_TIMEOUT));
             if let (Some(u), Some(p)) = (username, password) {
                 builder = builder.credentials(
                     lettre::transport::smtp::authentication::Credentials::new(u.clone(), p.clone()),

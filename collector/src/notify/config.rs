@@ -73,6 +73,8 @@ pub enum ReceiverKind {
         password: Option<String>,
         from: String,
         to: Vec<String>,
+        /// Extra root certificate(s), PEM, for a mail server with a private CA.
+        ca_pem: Option<Vec<u8>>,
     },
     /// A POST of the Alertmanager webhook (version 4) JSON.
     Webhook {
@@ -250,6 +252,7 @@ struct RawReceiver {
     password: Option<String>,
     password_file: Option<PathBuf>,
     from: Option<String>,
+    ca_file: Option<PathBuf>,
     // webhook
     url: Option<String>,
     bearer_token: Option<String>,
@@ -498,6 +501,26 @@ pub fn validate(
                     )
                 })?;
                 let password = sec("password", r.password, r.password_file, false)?;
+                let ca_pem = match &r.ca_file {
+                    None => None,
+                    Some(f) => {
+                        let f = if f.is_absolute() {
+                            f.clone()
+                        } else {
+                            base.join(f)
+                        };
+                        let pem = std::fs::read(&f).map_err(|e| {
+                            p("ca_file", format!("cannot read {}: {e}", f.display()))
+                        })?;
+                        if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                            return Err(p(
+                                "ca_file",
+                                format!("{} is not a PEM certificate", f.display()),
+                            ));
+                        }
+                        Some(pem)
+                    }
+                };
                 if password.is_some() != r.username.is_some() {
                     return Err(p("username", "username and password go together".into()));
                 }
@@ -510,6 +533,7 @@ pub fn validate(
                         password,
                         from,
                         to,
+                        ca_pem,
                     },
                     30,
                 )

@@ -167,6 +167,11 @@ async fn planner(ctx: send::Ctx) {
 pub enum TestError {
     #[error("no receiver named {0:?} in [notify]")]
     NoReceiver(String),
+    #[error("{receiver}: {error}")]
+    Send {
+        receiver: String,
+        error: channels::SendError,
+    },
     #[error(transparent)]
     Store(#[from] WriteError),
 }
@@ -183,6 +188,38 @@ pub fn test_message(route: &str, at_ms: i64) -> Notification {
         at_ms,
         test: true,
     }
+}
+
+/// Sends a test message to `receiver` right away; returns the API's message id.
+pub async fn send_test_now(
+    cfg: &NotifyConfig,
+    tz: &jiff::tz::TimeZone,
+    receiver: &str,
+) -> Result<Option<String>, TestError> {
+    let r = cfg
+        .receiver(receiver)
+        .ok_or_else(|| TestError::NoReceiver(receiver.to_string()))?;
+    let style = message::Style {
+        lang: cfg.lang,
+        dashboard_url: cfg.dashboard_url.as_deref(),
+        tz,
+        repeat: false,
+    };
+    let now = now_ms();
+    let key = format!("tps-notify-test-{now}");
+    channels::send(
+        &channels::http_client(),
+        r,
+        &test_message("test", now),
+        &style,
+        &key,
+        false,
+    )
+    .await
+    .map_err(|error| TestError::Send {
+        receiver: receiver.to_string(),
+        error,
+    })
 }
 
 impl Notifier {

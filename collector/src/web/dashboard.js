@@ -69,6 +69,10 @@ const hash = new URLSearchParams(location.hash.slice(1));
 if (hash.get("token")) { localStorage.setItem("tps.token", hash.get("token")); history.replaceState(null, "", location.pathname); }
 let token = localStorage.getItem("tps.token") || "";
 let region = localStorage.getItem("tps.region") || "";
+// Links in notifications: #tps=CODE opens a station page, #region=21.71 a region.
+const linkTps = /^\d{13}$/.test(hash.get("tps") || "") ? hash.get("tps") : "";
+const linkRegion = /^\d{2}(\.\d{2}){0,2}$/.test(hash.get("region") || "") ? hash.get("region") : "";
+if (linkRegion) region = linkRegion;
 
 async function api(path, opts = {}) {
   const r = await fetch(path, { ...opts, headers: { "Authorization": "Bearer " + token, "Content-Type": "application/json", ...(opts.headers || {}) } });
@@ -105,6 +109,9 @@ async function loadRegions() {
   const sel = $("#region");
   sel.innerHTML = `<option value="">${esc(t("all"))}</option>` + prov.regions.map(r => `<option value="${esc(r.code)}">${esc(r.name || r.code)}</option>`).join("");
   if (!region && prov.regions.length === 1) region = prov.regions[0].code;
+  if (region && !prov.regions.some(r => r.code === region)) {
+    const o = document.createElement("option"); o.value = region; o.textContent = region; sel.appendChild(o);
+  }
   sel.value = region;
 }
 
@@ -361,6 +368,7 @@ async function start() {
     $("#login").style.display = "none"; $("#app").style.display = "grid"; $("#signout").style.display = "";
     await loadRegions();
     await refresh();
+    if (linkTps) await showStation(linkTps).catch(() => {});
     document.body.dataset.ready = "1";
   } catch (e) { if (!$("#login").style.display || $("#login").style.display === "none") showLogin(e.message); }
 }

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod dashboard;
+pub mod notifications;
 pub mod reports;
 
 use std::collections::HashMap;
@@ -97,6 +98,7 @@ pub fn router(state: AppState, edge: &crate::config::EdgeConfig) -> Router {
     let limited = Router::new()
         .merge(crate::web::dashboard::routes())
         .merge(crate::web::api::routes())
+        .merge(crate::web::notifications::routes())
         .fallback(not_found)
         .layer(
             tower::ServiceBuilder::new()
@@ -300,6 +302,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
     if let Some(e) = &space.error {
         problems.push(e.clone());
     }
+    problems.extend(state.notifier.status.problems(crate::domain::now_ms()));
     let snap = state.snapshot();
     let body = json!({
         "status": if problems.is_empty() { "ok" } else { "failing" },
@@ -313,6 +316,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
         "coverage_as_of_ms": snap.as_of_ms,
         "enrolled_agents": state.live.active_agents(),
         "influx": state.influx.as_ref().map(|s| s.snapshot()),
+        "notify": state.notifier.status.snapshot(),
     });
     let code = if problems.is_empty() {
         StatusCode::OK

@@ -227,6 +227,7 @@ async fn on_a_phone_the_page_fits_the_map_is_right_and_touch_works() -> anyhow::
         // A link from a notification (`#tps=`, `#region=`) opens that station's page
         // and that region.
         let code = "2171011002003";
+        browser.goto("about:blank").await?;
         browser
             .goto(&format!("{}/#region=21.71&tps={code}", c.url("")))
             .await?;
@@ -239,6 +240,26 @@ async fn on_a_phone_the_page_fits_the_map_is_right_and_touch_works() -> anyhow::
         assert!(title.starts_with(&format!("TPS {code}")), "{title}");
         let region = js(browser, "return document.querySelector('#region').value").await?;
         assert_eq!(region, "21.71");
+        // Followed while the page is open: only the hash changes.
+        let other = "2101041005002";
+        browser
+            .execute(&format!("location.hash = 'tps={other}'"), vec![])
+            .await?;
+        eventually(
+            WAIT,
+            "the station page of a link followed in place",
+            || async {
+                let t = browser
+                    .find(Locator::Id("st-title"))
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                t.starts_with(&format!("TPS {other}")).then_some(())
+            },
+        )
+        .await?;
         Ok::<_, anyhow::Error>(())
     };
     let result = run.await;

@@ -446,7 +446,8 @@ async fn the_openapi_document_describes_every_route() -> anyhow::Result<()> {
     let paths = doc["paths"].as_object().unwrap();
     let src = concat!(
         include_str!("../../collector/src/web/api.rs"),
-        include_str!("../../collector/src/web/reports.rs")
+        include_str!("../../collector/src/web/reports.rs"),
+        include_str!("../../collector/src/web/notifications.rs")
     );
     let routes: Vec<&str> = src
         .lines()

@@ -125,12 +125,18 @@ async fn planner(ctx: send::Ctx) {
     let mut tick = tokio::time::interval(PLAN_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_housekeeping = 0;
+    let mut last_timers = 0;
     loop {
         tick.tick().await;
         let cfg = ctx.cfg.clone();
+        let now = now_ms();
+        let timers = now - last_timers >= 60_000;
+        if timers {
+            last_timers = now;
+        }
         match ctx
             .writer
-            .exec(move |tx| plan::step(tx, &cfg, now_ms()))
+            .exec(move |tx| plan::step(tx, &cfg, now, timers))
             .await
         {
             Ok(p) => {

@@ -107,6 +107,31 @@ impl Ctx {
     }
 }
 
+/// Records the outcome of a send, trying until the store takes it: going on without it
+/// would send the message again.
+async fn record<F>(ctx: &Ctx, what: &'static str, f: F)
+where
+    F: Fn(&rusqlite::Transaction<'_>) -> Result<(), crate::store::StoreError>
+        + Clone
+        + Send
+        + 'static,
+{
+    let mut tries = 0u32;
+    loop {
+        let g = f.clone();
+        match ctx.writer.exec(move |tx| g(tx)).await {
+            Ok(()) => return,
+            Err(e) => {
+                tries += 1;
+                if tries == 1 || tries.is_multiple_of(60) {
+                    tracing::warn!(error = %e, what, "cannot record a notification's delivery; trying again");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
 /// Delivers one receiver's outbox until the task is dropped.
 pub async fn run(ctx: Ctx, receiver: Receiver) {
     let name = receiver.name.clone();
@@ -185,10 +210,10 @@ pub async fn run(ctx: Ctx, receiver: Receiver) {
             let done = now_ms();
             match result {
                 Ok(remote) => {
-                    let _ = ctx
-                        .writer
-                        .exec(move |tx| db::sent(tx, id, done, remote.as_deref()))
-                        .await;
+                    record(&ctx, "sent", move |tx| {
+                        db::sent(tx, id, done, remote.as_deref())
+                    })
+                    .await;
                     ctx.metrics
                         .notify_sent(&name, (done - d.first_event_ms).max(0) as f64 / 1000.0);
                     ctx.status.update(&name, |s| {
@@ -209,7 +234,7 @@ pub async fn run(ctx: Ctx, receiver: Receiver) {
                         }
                     };
                     let m = msg.clone();
-                    let _ = ctx.writer.exec(move |tx| db::failed(tx, id, due, &m)).await;
+                    record(&ctx, "failed", move |tx| db::failed(tx, id, due, &m)).await;
                     ctx.metrics.notify_failed(&name);
                     if due.is_none() {
                         ctx.metrics.notify_given_up(&name);
@@ -229,5 +254,35 @@ pub async fn run(ctx: Ctx, receiver: Receiver) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_receiver_failing_for_ten_minutes_makes_health_fail() {
+        let s = Status::default();
+        let t0 = 1_000_000_000_000;
+        s.update("tg", |r| {
+            r.failing_since_ms = Some(t0);
+            r.last_error =
+                Some("Telegram sendMessage answered 403: Forbidden: bot was kicked".into());
+        });
+        s.update("mail", |r| r.last_sent_ms = Some(t0));
+        assert!(s.problems(t0 + UNHEALTHY_AFTER_MS - 1).is_empty());
+        assert_eq!(
+            s.problems(t0 + UNHEALTHY_AFTER_MS),
+            [
+                "notifications to tg have failed for 10 min: Telegram sendMessage answered 403: Forbidden: bot was kicked"
+            ]
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_from_five_seconds_to_ten_minutes() {
+        let secs: Vec<u64> = (1..=10).map(|a| backoff(a).as_secs()).collect();
+        assert_eq!(secs, [5, 10, 20, 40, 80, 160, 320, 600, 600, 600]);
     }
 }

@@ -372,5 +372,12 @@ async function start() {
     document.body.dataset.ready = "1";
   } catch (e) { if (!$("#login").style.display || $("#login").style.display === "none") showLogin(e.message); }
 }
+// A link followed while the page is open changes only the hash.
+window.addEventListener("hashchange", () => {
+  const h = new URLSearchParams(location.hash.slice(1));
+  const r = h.get("region") || "", code = h.get("tps") || "";
+  if (/^\d{2}(\.\d{2}){0,2}$/.test(r) && r !== region) { region = r; loadRegions().then(refresh).catch(() => {}); }
+  if (/^\d{13}$/.test(code)) showStation(code).catch(() => {});
+});
 setInterval(() => { if (token && $("#app").style.display !== "none") refresh().catch(() => {}); }, 30000);
 start();

@@ -147,10 +147,15 @@ pub struct Route {
     /// More groups than this ready at once in one province: one province summary.
     pub summary_after: usize,
     pub send_resolved: bool,
+    /// Takes no flags of its own: only what other routes escalate to it.
+    pub escalations_only: bool,
 }
 
 impl Route {
     pub fn matches(&self, tps_code: &str, reason: Reason) -> bool {
+        if self.escalations_only {
+            return false;
+        }
         let digits: String = self.region.chars().filter(|c| *c != '.').collect();
         tps_code.starts_with(&digits) && (self.reasons.is_empty() || self.reasons.contains(&reason))
     }
@@ -277,6 +282,8 @@ struct RawRoute {
     quiet_hours: Option<String>,
     summary_after: Option<usize>,
     send_resolved: Option<bool>,
+    #[serde(default)]
+    escalations_only: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -564,8 +571,11 @@ pub fn validate(
             }
         };
         let per_minute = r.per_minute.unwrap_or(per_minute);
-        if per_minute == 0 || per_minute > 6000 {
-            return Err(p("per_minute", format!("{per_minute} is outside 1..=6000")));
+        if per_minute == 0 || per_minute > 60_000 {
+            return Err(p(
+                "per_minute",
+                format!("{per_minute} is outside 1..=60000"),
+            ));
         }
         receivers.push(Receiver {
             name: r.name,
@@ -706,6 +716,7 @@ pub fn validate(
             quiet,
             summary_after,
             send_resolved: r.send_resolved.unwrap_or(true),
+            escalations_only: r.escalations_only,
         });
     }
 

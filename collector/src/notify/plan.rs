@@ -507,7 +507,7 @@ repeat_hours = 4
     fn reminders_stop_at_acknowledgement_and_escalation_goes_to_the_next_route() {
         let s: Vec<Station> = (1..=2).map(|n| station("21.71", n)).collect();
         let routes = format!(
-            "{ROUTE}escalate_after_hours = 12\nescalate_to = \"lead\"\n[[routes]]\nname = \"lead\"\nregion = \"99\"\nreceivers = [\"mail\"]\ngroup_wait_secs = 0\nrepeat_hours = 0\n"
+            "{ROUTE}escalate_after_hours = 12\nescalate_to = \"lead\"\n[[routes]]\nname = \"lead\"\nescalations_only = true\nreceivers = [\"mail\"]\ngroup_wait_secs = 0\nrepeat_hours = 0\n"
         );
         let mut w = world(&s, &routes);
         let b = w.open(&s, T0);
@@ -525,7 +525,7 @@ repeat_hours = 4
         let r = &w.outbox()[2].1;
         assert_eq!((r.counts.reminder, r.counts.firing), (1, 0));
         assert_eq!(r.items[0].flag_id, b[1].id);
-        // Twelve hours unacknowledged: escalated to "lead" (whose region it is not in).
+        // Twelve hours unacknowledged: escalated to "lead" (which takes nothing else).
         w.step(T0 + MIN + 12 * 60 * MIN);
         let out = w.outbox();
         let lead: Vec<_> = out.iter().filter(|(_, n)| n.route == "lead").collect();

@@ -631,7 +631,7 @@ mod tests {
         ));
         assert!(matches!(&out[2], Outcome::Exec(Ok(_))));
         let names: Vec<String> = conn
-            .prepare("SELECT name FROM sink_cursors ORDER BY name")
+            .prepare("SELECT name FROM sink_cursors WHERE name <> 'notify' ORDER BY name")
             .unwrap()
             .query_map([], |r| r.get(0))
             .unwrap()

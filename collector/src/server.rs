@@ -314,12 +314,9 @@ pub async fn run(
     // the background finishes on its blocking thread (its files appear whole or not).
     rollup.abort();
     let _ = rollup.await;
-    // A send under way is cut off; it is marked as under way in the outbox and goes out
-    // again (marked as a possible repeat) at the next start.
-    for t in notify_tasks {
-        t.abort();
-        let _ = t.await;
-    }
+    // A send under way finishes (up to its timeout); one cut off is marked as under way
+    // in the outbox and goes out again, marked as a possible repeat, at the next start.
+    notify_tasks.shutdown().await;
     // A step already queued still commits whole; the next start goes on from there.
     retention.abort();
     let _ = retention.await;

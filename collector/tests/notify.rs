@@ -632,6 +632,75 @@ async fn rate_limits_and_errors_are_retried_and_shown() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whatsapp_errors_and_rate_limits_are_retried_until_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = setup(dir.path(), &[("21.71", "Kota Batam", 2)]);
+    open_flags(&data, "21");
+    let admin = tps_collector::commands::add_operator(&data, "admin", "admin").unwrap();
+    let chat = Chat::start().await.unwrap();
+    let cfg = format!(
+        "{HEAD}[[notify.receivers]]\nname = \"wa\"\ntype = \"whatsapp\"\napi_url = \"{}\"\nphone_number_id = \"555\"\nto = [\"6281200000001\"]\ntemplate = \"tps_follow_up\"\ntoken = \"{WA_TOKEN}\"\n{}",
+        chat.whatsapp_url(),
+        route("kepri", "21", &["wa"], ""),
+    );
+    // An expired token first (fixed by an admin meanwhile), then the pair rate limit.
+    chat.set_mode(Mode::Fail { status: 401, n: 1 });
+    let c = Collector::start(dir.path(), &cfg);
+    let mut n = Value::Null;
+    for _ in 0..600 {
+        n = c.get("/api/v1/notifications?receiver=wa", &admin).await.1;
+        if n["messages"][0]["last_error"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let err = n["messages"][0]["last_error"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        err.contains("WhatsApp API answered 401 Unauthorized: Invalid OAuth access token - Cannot parse access token (code 190)"),
+        "{n}"
+    );
+    assert_eq!(
+        n["messages"][0]["state"], "queued",
+        "an expired token is retried: {n}"
+    );
+    chat.set_mode(Mode::Limited {
+        retry_after: 1,
+        n: 1,
+    });
+    let got = until("the message", WAIT, || {
+        chat.accepted("whatsapp", "messages").pop()
+    })
+    .await;
+    assert_eq!(got.body["to"], "6281200000001");
+    let (_, n) = c.get("/api/v1/notifications?receiver=wa", &admin).await;
+    assert_eq!(
+        (
+            n["messages"][0]["state"].as_str(),
+            n["messages"][0]["attempts"].as_u64()
+        ),
+        (Some("sent"), Some(3)),
+        "{n}"
+    );
+    assert!(
+        n["messages"][0]["remote_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("wamid."),
+        "{n}"
+    );
+    assert_eq!(
+        chat.requests()
+            .iter()
+            .filter(|r| r.api == "whatsapp")
+            .count(),
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_sends_a_test_message_and_names_what_went_wrong() {
     let dir = tempfile::tempdir().unwrap();
     let chat = Chat::start().await.unwrap();
@@ -811,6 +880,49 @@ async fn a_crash_before_or_during_delivery_loses_nothing_and_repeats_only_what_w
         .collect();
     hooked.sort();
     assert_eq!(hooked, ["21.01", "21.71", "21.72"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_lets_the_send_under_way_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = setup(dir.path(), &[("21.71", "Kota Batam", 2)]);
+    open_flags(&data, "21");
+    let chat = Chat::start().await.unwrap();
+    chat.set_mode(Mode::Slow(Duration::from_secs(2)));
+    let cfg = format!(
+        "{HEAD}{}{}",
+        hook_receiver(&chat, "hook"),
+        route("kepri", "21", &["hook"], "")
+    );
+    let mut c = Collector::start(dir.path(), &cfg);
+    let db = tps_collector::store::db_path(&data);
+    let state = move || -> Option<(String, bool)> {
+        let conn = rusqlite::Connection::open(&db).ok()?;
+        conn.query_row("SELECT state, maybe_sent FROM notify_outbox", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .ok()
+    };
+    let s = state.clone();
+    until("the send under way", WAIT, move || {
+        s().filter(|(st, _)| st == "sending")
+    })
+    .await;
+    let pid = rustix::process::Pid::from_child(&c.child);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let status = tokio::task::spawn_blocking(move || {
+        let st = c.child.wait().unwrap();
+        (st, c)
+    })
+    .await
+    .unwrap();
+    assert!(status.0.success(), "{:?}", status.0);
+    assert_eq!(
+        state(),
+        Some(("sent".to_string(), false)),
+        "finished and recorded before the exit"
+    );
+    assert_eq!(chat.accepted("hook", "/hook").len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

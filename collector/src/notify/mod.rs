@@ -58,7 +58,7 @@ pub async fn start(
     readers: Readers,
     snapshot: tokio::sync::watch::Receiver<Arc<crate::state::snapshot::Snapshot>>,
     metrics: Arc<Metrics>,
-) -> Result<(Notifier, Vec<JoinHandle<()>>), StoreError> {
+) -> Result<(Notifier, Tasks), StoreError> {
     let recovered = writer.exec(db::recover).await.map_err(into_store)?;
     if recovered > 0 {
         tracing::warn!(
@@ -69,6 +69,7 @@ pub async fn start(
     let cfg = Arc::new(cfg);
     let status = Arc::new(send::Status::default());
     let wake = Arc::new(Notify::new());
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let ctx = send::Ctx {
         cfg: cfg.clone(),
         tz: tz.clone(),
@@ -78,11 +79,13 @@ pub async fn start(
         status: status.clone(),
         wake: wake.clone(),
         http: channels::http_client(),
+        stop: stop_rx,
     };
-    let mut tasks = vec![tokio::spawn(planner(ctx.clone()))];
+    let mut drain = vec![tokio::spawn(planner(ctx.clone()))];
     for r in &cfg.receivers {
-        tasks.push(tokio::spawn(send::run(ctx.clone(), r.clone())));
+        drain.push(tokio::spawn(send::run(ctx.clone(), r.clone())));
     }
+    let mut tasks = Vec::new();
     for am in &cfg.alertmanager {
         tasks.push(tokio::spawn(alertmanager::run(
             am.clone(),
@@ -110,8 +113,41 @@ pub async fn start(
             wake,
             writer,
         },
-        tasks,
+        Tasks {
+            drain,
+            abort: tasks,
+            stop,
+        },
     ))
+}
+
+/// The notification tasks, for shutdown.
+#[derive(Debug)]
+pub struct Tasks {
+    /// The planner and the senders: asked to stop, they finish a step or a send under way.
+    drain: Vec<JoinHandle<()>>,
+    /// The Alertmanager push and the bot: they hold nothing to finish.
+    abort: Vec<JoinHandle<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Tasks {
+    /// Stops everything; a send under way gets up to its timeout to finish, so a routine
+    /// restart does not leave a message to be sent again as a possible repeat.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.abort {
+            t.abort();
+            let _ = t.await;
+        }
+        let limit = channels::SEND_TIMEOUT + Duration::from_secs(5);
+        for mut t in self.drain {
+            if tokio::time::timeout(limit, &mut t).await.is_err() {
+                t.abort();
+                let _ = t.await;
+            }
+        }
+    }
 }
 
 fn into_store(e: WriteError) -> StoreError {
@@ -126,8 +162,12 @@ async fn planner(ctx: send::Ctx) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_housekeeping = 0;
     let mut last_timers = 0;
+    let mut stop = ctx.stop.clone();
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
         let cfg = ctx.cfg.clone();
         let now = now_ms();
         let timers = now - last_timers >= 60_000;

@@ -93,6 +93,8 @@ pub struct Ctx {
     pub metrics: Arc<Metrics>,
     pub status: Arc<Status>,
     pub wake: Arc<Notify>,
+    /// Set at shutdown: a sender finishes the send under way and stops.
+    pub stop: tokio::sync::watch::Receiver<bool>,
     pub http: reqwest::Client,
 }
 
@@ -140,7 +142,11 @@ pub async fn run(ctx: Ctx, receiver: Receiver) {
     let buttons = ctx.cfg.bot.is_some();
     let gap = spacing(&receiver);
     let mut last_send: Option<tokio::time::Instant> = None;
+    let mut stop = ctx.stop.clone();
     loop {
+        if *stop.borrow() {
+            return;
+        }
         let n = name.clone();
         let waiting = ctx
             .readers
@@ -153,7 +159,10 @@ pub async fn run(ctx: Ctx, receiver: Receiver) {
             let wait = first_due
                 .map(|t| Duration::from_millis((t - now_ms()).clamp(50, 1000) as u64))
                 .unwrap_or(Duration::from_secs(1));
-            let _ = tokio::time::timeout(wait, ctx.wake.notified()).await;
+            tokio::select! {
+                _ = tokio::time::timeout(wait, ctx.wake.notified()) => {}
+                _ = stop.changed() => return,
+            }
             continue;
         }
         let due: Vec<db::Delivery> = waiting
@@ -162,7 +171,13 @@ pub async fn run(ctx: Ctx, receiver: Receiver) {
             .collect();
         for d in due {
             if let Some(t) = last_send {
-                tokio::time::sleep_until(t + gap).await;
+                tokio::select! {
+                    _ = tokio::time::sleep_until(t + gap) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+            if *stop.borrow() {
+                return;
             }
             let now = now_ms();
             if now - d.created_ms > MAX_AGE_MS {

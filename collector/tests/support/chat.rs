@@ -37,6 +37,8 @@ pub enum Mode {
     },
     /// Sends are taken in and never answered (a stalled peer).
     Stall,
+    /// Sends are answered normally after this long.
+    Slow(Duration),
 }
 
 /// One request as received.
@@ -127,6 +129,7 @@ async fn gate(inner: &Inner, api: &'static str) -> Option<Response> {
     let take = |m: Mode| *inner.mode.lock().unwrap() = Some(m);
     match mode {
         Mode::Normal => None,
+        Mode::Slow(_) => None,
         // Recorded by the handler before it gets here (see `stall`).
         Mode::Stall => {
             std::future::pending::<()>().await;
@@ -156,18 +159,24 @@ async fn gate(inner: &Inner, api: &'static str) -> Option<Response> {
             });
             Some(match api {
                 "telegram" => (StatusCode::TOO_MANY_REQUESTS, axum::Json(json!({"ok": false, "error_code": 429, "description": format!("Too Many Requests: retry after {retry_after}"), "parameters": {"retry_after": retry_after}}))).into_response(),
-                "whatsapp" => (StatusCode::BAD_REQUEST, axum::Json(json!({"error": {"message": "(#130429) Rate limit hit", "type": "OAuthException", "code": 130429, "fbtrace_id": "AbC"}}))).into_response(),
+                "whatsapp" => (StatusCode::BAD_REQUEST, [("retry-after", retry_after.to_string())], axum::Json(json!({"error": {"message": "(#130429) Rate limit hit", "type": "OAuthException", "code": 130429, "fbtrace_id": "AbC"}}))).into_response(),
                 _ => (StatusCode::TOO_MANY_REQUESTS, [("retry-after", retry_after.to_string())]).into_response(),
             })
         }
     }
 }
 
-/// In stall mode: records the request as taken in, then never answers.
+/// In stall mode: records the request as taken in, then never answers; in slow mode,
+/// waits before going on.
 async fn stall(inner: &Inner, api: &'static str, path: &str, headers: &HeaderMap, body: &Value) {
-    if inner.mode.lock().unwrap().clone() == Some(Mode::Stall) {
-        record(inner, api, path.to_string(), headers, body.clone(), false);
-        std::future::pending::<()>().await;
+    let mode = inner.mode.lock().unwrap().clone();
+    match mode {
+        Some(Mode::Stall) => {
+            record(inner, api, path.to_string(), headers, body.clone(), false);
+            std::future::pending::<()>().await;
+        }
+        Some(Mode::Slow(d)) => tokio::time::sleep(d).await,
+        _ => {}
     }
 }
 

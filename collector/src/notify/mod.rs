@@ -66,6 +66,21 @@ pub async fn start(
             "notifications were being sent when the collector stopped; they are sent again, marked as a possible repeat"
         );
     }
+    let routes: Vec<String> = cfg.routes.iter().map(|r| r.name.clone()).collect();
+    let receivers: Vec<String> = cfg.receivers.iter().map(|r| r.name.clone()).collect();
+    let dropped = writer
+        .exec(move |tx| db::forget_unconfigured(tx, &routes, &receivers))
+        .await
+        .map_err(into_store)?;
+    if dropped > 0 {
+        tracing::warn!(
+            messages = dropped,
+            "notifications for receivers no longer in [notify] were given up"
+        );
+    }
+    if !cfg.receivers.is_empty() && cfg.dashboard_url.is_none() {
+        tracing::warn!("notify.dashboard_url is not set: messages carry no links to the dashboard");
+    }
     let cfg = Arc::new(cfg);
     let status = Arc::new(send::Status::default());
     let wake = Arc::new(Notify::new());

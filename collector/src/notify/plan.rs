@@ -612,4 +612,28 @@ group_wait_secs = 0
             ("tg", s[0].tps_code.as_str())
         );
     }
+
+    #[test]
+    fn routes_and_receivers_taken_out_of_the_config_are_forgotten() {
+        let s = vec![station("21.71", 1), station("21.71", 2)];
+        let mut w = world(&s, ROUTE);
+        w.open(&s[..1], T0);
+        w.step(T0 + MIN);
+        w.open(&s[1..], T0 + MIN);
+        w.step(T0 + MIN + 1000);
+        let tx = w.conn.transaction().unwrap();
+        let given_up = db::forget_unconfigured(&tx, &[], &["tg".to_string()]).unwrap();
+        let pending: i64 = tx
+            .query_row("SELECT count(*) FROM notify_pending", [], |r| r.get(0))
+            .unwrap();
+        let told: i64 = tx
+            .query_row("SELECT count(*) FROM notify_told", [], |r| r.get(0))
+            .unwrap();
+        tx.commit().unwrap();
+        assert_eq!(
+            (given_up, pending, told),
+            (1, 0, 0),
+            "mail's message given up; kepri forgotten"
+        );
+    }
 }

@@ -426,3 +426,25 @@ pub fn backlog(conn: &Connection, receiver: &str) -> Result<Backlog, StoreError>
             })
         })?)
 }
+
+/// At start: forgets what routes no longer in the config had pending or told, and gives
+/// up messages for receivers no longer in it; returns how many messages were given up.
+pub fn forget_unconfigured(
+    tx: &Transaction<'_>,
+    routes: &[String],
+    receivers: &[String],
+) -> Result<usize, StoreError> {
+    let list = |v: &[String]| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
+    let (routes, receivers) = (list(routes), list(receivers));
+    for table in ["notify_pending", "notify_told", "notify_groups"] {
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE route NOT IN (SELECT value FROM json_each(?1))"),
+            [&routes],
+        )?;
+    }
+    Ok(tx.execute(
+        "UPDATE notify_outbox SET state = 'failed', last_error = 'the receiver is no longer configured'
+         WHERE state IN ('queued', 'sending') AND receiver NOT IN (SELECT value FROM json_each(?1))",
+        [&receivers],
+    )?)
+}

@@ -139,6 +139,25 @@ async fn overview(
     keep(name, &browser.screenshot().await?)
 }
 
+/// Waits until the station page for `code` is open; returns its title.
+async fn station_page(
+    browser: &fantoccini::Client,
+    what: &str,
+    code: &str,
+) -> anyhow::Result<String> {
+    eventually(WAIT, what, || async {
+        let t = browser
+            .find(Locator::Id("st-title"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        t.contains(code).then_some(t)
+    })
+    .await
+}
+
 fn keep(name: &str, png: &[u8]) -> anyhow::Result<()> {
     let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     std::fs::write(&out, png)?;
@@ -179,17 +198,7 @@ async fn on_a_phone_the_page_fits_the_map_is_right_and_touch_works() -> anyhow::
             target[2].as_f64().unwrap(),
         )
         .await?;
-        let title = eventually(WAIT, "the station page after a tap", || async {
-            let t = browser
-                .find(Locator::Id("st-title"))
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            t.contains(&code).then_some(t)
-        })
-        .await?;
+        let title = station_page(browser, "the station page after a tap", &code).await?;
         assert!(title.starts_with("TPS "), "{title}");
         assert_no_sideways_scroll(browser, "the station page").await?;
         keep("dashboard-phone-station.png", &browser.screenshot().await?)?;
@@ -245,19 +254,10 @@ async fn on_a_phone_the_page_fits_the_map_is_right_and_touch_works() -> anyhow::
         browser
             .execute(&format!("location.hash = 'tps={other}'"), vec![])
             .await?;
-        eventually(
-            WAIT,
+        station_page(
+            browser,
             "the station page of a link followed in place",
-            || async {
-                let t = browser
-                    .find(Locator::Id("st-title"))
-                    .await
-                    .ok()?
-                    .text()
-                    .await
-                    .ok()?;
-                t.starts_with(&format!("TPS {other}")).then_some(())
-            },
+            other,
         )
         .await?;
         Ok::<_, anyhow::Error>(())

@@ -307,6 +307,23 @@ struct RawBot {
 /// A problem with one key: its full name and what is wrong.
 pub type Problem = (String, String);
 
+/// `v` if it lies in `lo..=hi`, else what to say about it.
+fn in_range<T: PartialOrd + std::fmt::Display>(v: T, lo: T, hi: T) -> Result<T, String> {
+    if v < lo || v > hi {
+        Err(format!("{v} is outside {lo}..={hi}"))
+    } else {
+        Ok(v)
+    }
+}
+
+/// A region prefix: empty (everywhere) or a dotted province, regency or district code.
+fn region_prefix(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Ok(String::new());
+    }
+    crate::domain::parse_region(s).map_err(|e| e.to_string())
+}
+
 fn url_ok(u: &str) -> bool {
     u.starts_with("http://") || u.starts_with("https://")
 }
@@ -570,13 +587,8 @@ pub fn validate(
                 ));
             }
         };
-        let per_minute = r.per_minute.unwrap_or(per_minute);
-        if per_minute == 0 || per_minute > 60_000 {
-            return Err(p(
-                "per_minute",
-                format!("{per_minute} is outside 1..=60000"),
-            ));
-        }
+        let per_minute = in_range(r.per_minute.unwrap_or(per_minute), 1, 60_000)
+            .map_err(|m| p("per_minute", m))?;
         receivers.push(Receiver {
             name: r.name,
             kind,
@@ -592,11 +604,7 @@ pub fn validate(
         if routes.iter().any(|x: &Route| x.name == r.name) {
             return Err(p("name", "is used by two routes".into()));
         }
-        let region = if r.region.is_empty() {
-            String::new()
-        } else {
-            crate::domain::parse_region(&r.region).map_err(|e| p("region", e.to_string()))?
-        };
+        let region = region_prefix(&r.region).map_err(|m| p("region", m))?;
         let mut reasons = Vec::new();
         for s in &r.reasons {
             // A state name stands for its reasons.
@@ -633,12 +641,7 @@ pub fn validate(
             }
         };
         let within = |k: &str, v: Option<u64>, d: u64, lo: u64, hi: u64| {
-            let v = v.unwrap_or(d);
-            if v < lo || v > hi {
-                Err(p(k, format!("{v} is outside {lo}..={hi}")))
-            } else {
-                Ok(v)
-            }
+            in_range(v.unwrap_or(d), lo, hi).map_err(|m| p(k, m))
         };
         let group_wait =
             Duration::from_secs(within("group_wait_secs", r.group_wait_secs, 60, 0, 3600)?);
@@ -696,13 +699,8 @@ pub fn validate(
                 })
             }
         };
-        let summary_after = r.summary_after.unwrap_or(3);
-        if summary_after == 0 || summary_after > 1000 {
-            return Err(p(
-                "summary_after",
-                format!("{summary_after} is outside 1..=1000"),
-            ));
-        }
+        let summary_after =
+            in_range(r.summary_after.unwrap_or(3), 1, 1000).map_err(|m| p("summary_after", m))?;
         routes.push(Route {
             name: r.name,
             region,
@@ -729,19 +727,9 @@ pub fn validate(
                 format!("{:?} is not a URL like http://alertmanager:9093", a.url),
             ));
         }
-        let region = if a.region.is_empty() {
-            String::new()
-        } else {
-            crate::domain::parse_region(&a.region)
-                .map_err(|e| (format!("{at}.region"), e.to_string()))?
-        };
-        let every = a.every_secs.unwrap_or(60);
-        if !(1..=3600).contains(&every) {
-            return Err((
-                format!("{at}.every_secs"),
-                format!("{every} is outside 1..=3600"),
-            ));
-        }
+        let region = region_prefix(&a.region).map_err(|m| (format!("{at}.region"), m))?;
+        let every = in_range(a.every_secs.unwrap_or(60), 1, 3600)
+            .map_err(|m| (format!("{at}.every_secs"), m))?;
         alertmanager.push(AlertmanagerPush {
             url: a.url.trim_end_matches('/').to_string(),
             region,

@@ -96,6 +96,22 @@ impl FromRequestParts<AppState> for Operator {
     }
 }
 
+/// The `limit` query parameter: `default` when absent, else 1 to `max`.
+pub(crate) fn limit_param(
+    q: &HashMap<String, String>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
+    match q.get("limit") {
+        None => Ok(default),
+        Some(l) => l
+            .parse()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| bad("limit", format!("{l:?} is not a number from 1 to {max}"))),
+    }
+}
+
 pub(crate) fn require(op: &Operator, role: Role) -> Result<(), ApiError> {
     if op.role >= role {
         Ok(())
@@ -285,14 +301,7 @@ async fn stations(
             )
         })?]),
     };
-    let limit: usize = match q.get("limit") {
-        None => 100,
-        Some(l) => l
-            .parse()
-            .ok()
-            .filter(|n| (1..=10_000).contains(n))
-            .ok_or_else(|| bad("limit", format!("{l:?} is not a number from 1 to 10000")))?,
-    };
+    let limit = limit_param(&q, 100, 10_000)?;
     let cursor = match q.get("cursor").filter(|c| !c.is_empty()) {
         None => None,
         Some(c) => {
@@ -656,14 +665,7 @@ async fn list_flags(
             )
         })?],
     };
-    let limit: usize = match q.get("limit") {
-        None => 500,
-        Some(l) => l
-            .parse()
-            .ok()
-            .filter(|n| (1..=10_000).contains(n))
-            .ok_or_else(|| bad("limit", format!("{l:?} is not a number from 1 to 10000")))?,
-    };
+    let limit = limit_param(&q, 500, 10_000)?;
     // The active queue's size is kept by the state owner; other lists are counted.
     let active = statuses.len() == 2 && statuses.iter().all(|st| st.active());
     let known_total = active.then(|| s.snapshot().active_flags(region.as_deref().unwrap_or("")));

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::notify::TestError;
 use crate::store::notify as db;
 use crate::store::operators::{Operator, Role};
-use crate::web::api::{bad, require};
+use crate::web::api::{bad, limit_param, require};
 use crate::web::{ApiError, AppState, read};
 
 pub fn routes() -> Router<AppState> {
@@ -49,14 +49,7 @@ async fn list(
             format!("{st:?} is not one of {}", STATES.join(", ")),
         ));
     }
-    let limit: usize = match q.get("limit") {
-        None => 100,
-        Some(l) => l
-            .parse()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| bad("limit", format!("{l:?} is not a number from 1 to 1000")))?,
-    };
+    let limit = limit_param(&q, 100, 1000)?;
     let names: Vec<String> = cfg.receivers.iter().map(|r| r.name.clone()).collect();
     let (messages, backlogs) = read(&s, move |c| {
         let m = db::list(c, receiver.as_deref(), state.as_deref(), limit)?;

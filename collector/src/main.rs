@@ -276,11 +276,15 @@ fn main() -> anyhow::Result<()> {
         Command::CheckConfig { config } => {
             let c = config::load(&config).with_context(|| "config rejected")?;
             println!(
-                "{}: ok (gRPC {}, HTTP {}, data in {})",
+                "{}: ok (gRPC {}, HTTP {}, data in {}; notifications: {} receivers, {} routes, {} Alertmanagers, bot {})",
                 config.display(),
                 c.grpc_listen,
                 c.http_listen,
-                c.data_dir.display()
+                c.data_dir.display(),
+                c.notify.receivers.len(),
+                c.notify.routes.len(),
+                c.notify.alertmanager.len(),
+                if c.notify.bot.is_some() { "on" } else { "off" }
             );
             Ok(())
         }

@@ -314,7 +314,7 @@ pub async fn run(
     // the background finishes on its blocking thread (its files appear whole or not).
     rollup.abort();
     let _ = rollup.await;
-    // A send under way finishes (up to its timeout); one cut off is marked as under way
+    // A send under way finishes (up to 10 s); one cut off is marked as under way
     // in the outbox and goes out again, marked as a possible repeat, at the next start.
     notify_tasks.shutdown().await;
     // A step already queued still commits whole; the next start goes on from there.

@@ -32,6 +32,8 @@ use message::{Counts, Notification};
 
 /// How often the planner looks at the log and the windows.
 pub const PLAN_EVERY: Duration = Duration::from_secs(1);
+/// How long a stop waits for sends under way.
+pub const DRAIN: Duration = Duration::from_secs(10);
 /// Delivered and failed messages are kept this long (for the API), then deleted.
 pub const KEEP_MS: i64 = 30 * 86_400_000;
 
@@ -147,7 +149,7 @@ pub struct Tasks {
 }
 
 impl Tasks {
-    /// Stops everything; a send under way gets up to its timeout to finish, so a routine
+    /// Stops everything; a send under way gets up to [`DRAIN`] to finish, so a routine
     /// restart does not leave a message to be sent again as a possible repeat.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
@@ -155,7 +157,9 @@ impl Tasks {
             t.abort();
             let _ = t.await;
         }
-        let limit = channels::SEND_TIMEOUT + Duration::from_secs(5);
+        // Well inside systemd's stop timeout (30 s in deploy/systemd); a send still
+        // running then has most likely stalled.
+        let limit = DRAIN;
         for mut t in self.drain {
             if tokio::time::timeout(limit, &mut t).await.is_err() {
                 t.abort();

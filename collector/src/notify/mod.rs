@@ -80,6 +80,17 @@ pub async fn start(
             "notifications for receivers no longer in [notify] were given up"
         );
     }
+    let c = cfg.clone();
+    let caught_up = writer
+        .exec(move |tx| plan::catch_up_routes(tx, &c, now_ms()))
+        .await
+        .map_err(into_store)?;
+    if caught_up > 0 {
+        tracing::info!(
+            flags = caught_up,
+            "open flags routes had not been told of are on their way (a route added, or a first start)"
+        );
+    }
     if !cfg.receivers.is_empty() && cfg.dashboard_url.is_none() {
         tracing::warn!("notify.dashboard_url is not set: messages carry no links to the dashboard");
     }

@@ -113,6 +113,29 @@ pub fn step(
     Ok(out)
 }
 
+/// At start: every route learns of the open flags it has not been told of — a route or a
+/// team added mid-campaign hears what is already open, through its usual group window.
+/// Returns how many flags were put on pending lists.
+pub fn catch_up_routes(
+    tx: &Transaction<'_>,
+    cfg: &NotifyConfig,
+    now_ms: i64,
+) -> Result<usize, StoreError> {
+    let mut n = 0;
+    for r in &cfg.routes {
+        let prefix: String = r.region.chars().filter(|c| *c != '.').collect();
+        for (flag, tps, reason) in db::untold_open_flags(tx, &r.name, &prefix)? {
+            let reason = Reason::parse(&reason).unwrap_or(Reason::Offline);
+            if r.matches(&tps, reason) {
+                let g = group_key(&tps, r.group_by);
+                db::add_pending(tx, &r.name, &g, Kind::Firing.as_str(), flag, now_ms)?;
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
 fn ready(g: &db::PendingGroup, r: &Route, now_ms: i64) -> bool {
     now_ms >= g.first_ms + r.group_wait.as_millis() as i64
         && g.last_sent_ms
@@ -635,5 +658,52 @@ group_wait_secs = 0
             (1, 0, 0),
             "mail's message given up; kepri forgotten"
         );
+    }
+
+    #[test]
+    fn a_route_added_later_hears_of_the_flags_already_open() {
+        let s: Vec<Station> = (1..=3).map(|n| station("21.71", n)).collect();
+        let mut w = world(&s, ROUTE);
+        let b = w.open(&s, T0);
+        w.step(T0 + MIN);
+        w.close(&s[..1], &b[..1], T0 + 2 * MIN);
+        w.ack(b[1].id, T0 + 2 * MIN);
+        w.step(T0 + 2 * MIN);
+        assert_eq!(w.outbox().len(), 2);
+        // A restart with a second route for the same region.
+        let tz = jiff::tz::TimeZone::get("Asia/Jakarta").unwrap();
+        w.cfg = super::super::config::from_toml(
+            &format!(
+                "[[receivers]]\nname = \"tg\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/tg\"\n\
+                 [[receivers]]\nname = \"mail\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/mail\"\n{ROUTE}\
+                 [[routes]]\nname = \"batam-team\"\nregion = \"21.71\"\nreceivers = [\"mail\"]\n"
+            ),
+            Path::new("."),
+            &tz,
+        )
+        .unwrap();
+        let tx = w.conn.transaction().unwrap();
+        let n = catch_up_routes(&tx, &w.cfg, T0 + 10 * MIN).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(
+            n, 1,
+            "only the flag still open and unacknowledged, and only for the new route"
+        );
+        w.step(T0 + 11 * MIN);
+        let team: Vec<Notification> = w
+            .outbox()
+            .into_iter()
+            .filter(|(_, n)| n.route == "batam-team")
+            .map(|(_, n)| n)
+            .collect();
+        assert_eq!(team.len(), 1);
+        assert_eq!(
+            (team[0].counts.firing, team[0].items[0].flag_id),
+            (1, b[2].id)
+        );
+        // Nothing more at the next start.
+        let tx = w.conn.transaction().unwrap();
+        assert_eq!(catch_up_routes(&tx, &w.cfg, T0 + 20 * MIN).unwrap(), 0);
+        tx.commit().unwrap();
     }
 }

@@ -448,3 +448,27 @@ pub fn forget_unconfigured(
         [&receivers],
     )?)
 }
+
+/// Open flags under `prefix` (digits) whose opening the planner has read (event id at or
+/// below the cursor) and that `route` has neither told of nor holds pending: what a
+/// route added to the config (or a new team) has not heard of. `(flag id, TPS, reason)`.
+pub fn untold_open_flags(
+    conn: &Connection,
+    route: &str,
+    prefix: &str,
+) -> Result<Vec<(i64, String, String)>, StoreError> {
+    let cursor = super::sink_cursor(conn, CURSOR)?;
+    Ok(conn
+        .prepare(
+            "SELECT f.id, f.tps_code, f.reason FROM flags f
+             WHERE f.status = 'open' AND f.tps_code >= ?1 AND f.tps_code < ?1 || ':'
+               AND NOT EXISTS (SELECT 1 FROM notify_told t WHERE t.route = ?2 AND t.flag_id = f.id)
+               AND NOT EXISTS (SELECT 1 FROM notify_pending p WHERE p.flag_id = f.id AND p.route = ?2)
+               AND EXISTS (SELECT 1 FROM flag_events e
+                           WHERE e.flag_id = f.id AND e.action = 'opened' AND e.id <= ?3)",
+        )?
+        .query_map(params![prefix, route, cursor], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?)
+}

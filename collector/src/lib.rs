@@ -10,7 +10,7 @@
 //!   acknowledge); [`ingest::wire`] is where `tps.v1` messages become domain types.
 //! - [`store`]: all SQL. Schema and queries; [`store::writer`], the one batching writer
 //!   that publishes what each commit stored; [`store::readers`], a small read pool;
-//!   [`store::flags`], [`store::operators`], [`store::integrity`]; [`store::blocks`]
+//!   [`store::flags`], [`store::operators`], [`store::notify`] (the outbox), [`store::integrity`]; [`store::blocks`]
 //!   (the compact form of old measurements) and [`store::compact`] (moving rows into it,
 //!   retention deletes, reads across both); [`store::space`], the disk and its floor.
 //! - [`state`]: what the collector believes now: [`state::live`] (agents, tokens, latest
@@ -18,7 +18,8 @@
 //!   consumes committed [`state::facts`], stores its decisions through
 //!   [`state::persist`] and publishes [`state::snapshot`]s that readers use without locks.
 //! - [`web`]: the HTTP side — router, health and metrics, the status API
-//!   ([`web::api`], OpenAPI at `/api/v1/openapi.json`), the dashboard, report routes.
+//!   ([`web::api`], OpenAPI at `/api/v1/openapi.json`), the dashboard, report routes,
+//!   [`web::notifications`].
 //! - [`report`]: the weekly coverage report for KPU (HTML, CSV, JSON) and its schedule.
 //! - [`notify`]: flag changes told to operators (Telegram, WhatsApp, e-mail, webhook) by
 //!   region, exactly once from an outbox; active flags pushed to Alertmanager; the bot.

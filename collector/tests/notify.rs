@@ -191,20 +191,44 @@ fn route(name: &str, region: &str, receivers: &[&str], extra: &str) -> String {
 
 const HEAD: &str = "[notify]\ndashboard_url = \"http://dash.example/\"\n";
 
+/// A helper process we started (a mail server, an Alertmanager), killed when dropped.
+struct Helper(Child);
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port free a moment ago, for a helper to listen on.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something listens on the loopback `port`.
+fn wait_port(port: u16, what: &str) {
+    let end = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < end, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A real SMTP server (Debian's python3-aiosmtpd) writing what it receives to a Maildir.
 struct Smtp {
-    child: Child,
+    _server: Helper,
     port: u16,
     maildir: PathBuf,
 }
 
 impl Smtp {
     fn start(dir: &Path, tls: Option<(&Path, &Path)>) -> Smtp {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let maildir = dir.join("maildir");
         let mut cmd = Command::new("/usr/bin/python3");
         cmd.args(["-m", "aiosmtpd", "-n", "-l"])
@@ -219,13 +243,9 @@ impl Smtp {
             .stderr(Stdio::null())
             .spawn()
             .expect("python3-aiosmtpd (scripts/test installs it)");
-        let end = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < end, "aiosmtpd did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_port(port, "aiosmtpd");
         Smtp {
-            child,
+            _server: Helper(child),
             port,
             maildir,
         }
@@ -259,13 +279,6 @@ print(json.dumps(out))
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         serde_json::from_slice(&o.stdout).unwrap()
-    }
-}
-
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -1072,17 +1085,13 @@ async fn the_bot_answers_status_and_acknowledges_for_linked_operators_only() {
 
 /// A real Prometheus Alertmanager (Debian's prometheus-alertmanager) routing to a webhook.
 struct Alertmanager {
-    child: Child,
+    _server: Helper,
     url: String,
 }
 
 impl Alertmanager {
     fn start(dir: &Path, hook: &str) -> Alertmanager {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let cfg = dir.join("alertmanager.yml");
         std::fs::write(
             &cfg,
@@ -1101,20 +1110,11 @@ impl Alertmanager {
             .stderr(Stdio::null())
             .spawn()
             .expect("prometheus-alertmanager (scripts/test installs it)");
-        let url = format!("http://127.0.0.1:{port}");
-        let end = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < end, "Alertmanager did not start");
-            std::thread::sleep(Duration::from_millis(100));
+        wait_port(port, "Alertmanager");
+        Alertmanager {
+            _server: Helper(child),
+            url: format!("http://127.0.0.1:{port}"),
         }
-        Alertmanager { child, url }
-    }
-}
-
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 
 use super::config::AlertmanagerPush;
-use crate::domain::now_ms;
+use crate::domain::{RegionLevel, TpsCode, now_ms};
 use crate::state::flags::{Flag, FlagStatus};
 use crate::store::{flags, readers::Readers};
 
@@ -15,26 +15,40 @@ const CHUNK: usize = 1000;
 /// Ended flags are sent as resolved for this long after they end.
 const RESOLVED_FOR_MS: i64 = 15 * 60_000;
 
-fn rfc3339(ms: i64) -> String {
+/// A time as Alertmanager reads it (RFC 3339, UTC).
+pub fn rfc3339(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms)
         .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
         .to_string()
 }
 
+/// The labels of a station's alert, the same in the Alertmanager push and the webhook:
+/// `alertname`, `tps`, `regency`, `district`, `state`, `flag` and, when known, `cause`.
+pub fn labels(tps_code: &str, reason: &str, cause: Option<&str>, flag: i64) -> Value {
+    let region = |level| {
+        tps_code
+            .parse::<TpsCode>()
+            .map(|t| t.region(level))
+            .unwrap_or_default()
+    };
+    let mut labels = json!({
+        "alertname": "TPSUncovered",
+        "tps": tps_code,
+        "regency": region(RegionLevel::Regency),
+        "district": region(RegionLevel::District),
+        "state": reason,
+        "flag": flag.to_string(),
+    });
+    if let Some(c) = cause {
+        labels["cause"] = json!(c);
+    }
+    labels
+}
+
 /// The Alertmanager alert for a flag; `ends_ms` is when it stops firing.
 pub fn alert(f: &Flag, ends_ms: i64, dashboard_url: Option<&str>) -> Value {
     let c = &f.tps_code;
-    let mut labels = json!({
-        "alertname": "TPSUncovered",
-        "tps": c,
-        "regency": format!("{}.{}", &c[..2], &c[2..4]),
-        "district": format!("{}.{}.{}", &c[..2], &c[2..4], &c[4..6]),
-        "state": f.reason,
-        "flag": f.id.to_string(),
-    });
-    if let Some(cause) = &f.cause {
-        labels["cause"] = json!(cause);
-    }
+    let labels = labels(c, &f.reason, f.cause.as_deref(), f.id);
     json!({
         "labels": labels,
         "annotations": {

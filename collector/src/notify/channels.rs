@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::alertmanager::rfc3339;
 use super::config::{Receiver, ReceiverKind, SmtpSecurity};
 use super::message::{Kind, Notification, Style};
 
@@ -314,12 +315,6 @@ pub async fn telegram_call(
     }
 }
 
-fn rfc3339(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms)
-        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
-        .to_string()
-}
-
 /// The Prometheus Alertmanager webhook payload (version 4), one alert per station, with
 /// the rendered text added as `title` and `message` for receivers that just show it.
 pub fn webhook_body(receiver: &str, n: &Notification, style: &Style<'_>, key: &str) -> Value {
@@ -330,17 +325,12 @@ pub fn webhook_body(receiver: &str, n: &Notification, style: &Style<'_>, key: &s
         .iter()
         .map(|i| {
             let resolved = i.kind == Kind::Resolved;
-            let mut labels = json!({
-                "alertname": "TPSUncovered",
-                "tps": i.tps_code,
-                "regency": format!("{}.{}", &i.tps_code[..2], &i.tps_code[2..4]),
-                "district": format!("{}.{}.{}", &i.tps_code[..2], &i.tps_code[2..4], &i.tps_code[4..6]),
-                "state": i.reason,
-                "flag": i.flag_id.to_string(),
-            });
-            if let Some(c) = &i.cause {
-                labels["cause"] = json!(c);
-            }
+            let labels = super::alertmanager::labels(
+                &i.tps_code,
+                &i.reason,
+                i.cause.as_deref(),
+                i.flag_id,
+            );
             json!({
                 "status": if resolved { "resolved" } else { "firing" },
                 "labels": labels,

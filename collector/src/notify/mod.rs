@@ -192,6 +192,7 @@ async fn planner(ctx: send::Ctx) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_housekeeping = 0;
     let mut last_timers = 0;
+    let mut last_gauges = 0;
     let mut stop = ctx.stop.clone();
     loop {
         tokio::select! {
@@ -230,6 +231,11 @@ async fn planner(ctx: send::Ctx) {
                 .exec(move |tx| db::prune(tx, now - KEEP_MS))
                 .await;
         }
+        // The queue gauges count the outbox: every 10 s, not every step.
+        if now - last_gauges < 10_000 {
+            continue;
+        }
+        last_gauges = now;
         for r in &ctx.cfg.receivers {
             let name = r.name.clone();
             if let Ok(b) = ctx.readers.read(move |c| db::backlog(c, &name)).await {
